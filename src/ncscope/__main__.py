@@ -1,0 +1,5 @@
+"""``python -m ncscope`` runs the command-line interface."""
+
+from ncscope.cli import main
+
+raise SystemExit(main())
