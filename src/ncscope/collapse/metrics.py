@@ -59,8 +59,9 @@ def nc_metrics(
     k = num_classes if num_classes is not None else _infer_num_classes(y, ry, weight=weight)
     stats = NCStats(k, weight, bias, global_mean=global_mean, rank_rtol=rank_rtol)
     # Whole-input checks first, so a bad shape is reported as such and not per chunk.
-    check_labels(ry, len(check_features(rh)), k, "ref_labels")
     check_labels(y, len(check_features(h)), k)
+    if ref_features is not None:
+        check_labels(ry, len(check_features(rh)), k, "ref_labels")
     for i in range(0, max(len(rh), 1), _CHUNK):
         stats.update(rh[i : i + _CHUNK], ry[i : i + _CHUNK])
     pred = None if predictions is None else as_tensor(predictions, "predictions")

@@ -128,8 +128,6 @@ class NCStats:
         for name in _MEAS_FIELDS:
             setattr(self, name, None)
         self._frozen: dict[str, Any] | None = None
-        if self.dim is not None:
-            self._alloc_reference(self.dim, self.device or torch.device("cpu"))
 
     def _alloc_reference(self, dim: int, device: torch.device) -> None:
         self.dim = dim
@@ -161,7 +159,12 @@ class NCStats:
                 "reference pass is closed (update_measured was called); call reset() to "
                 "start over or use a new NCStats"
             )
-        h = check_features(features, self.dim)
+        h = check_features(features, None if self._weight is not None else self.dim)
+        if self._weight is not None and h.shape[1] != self._weight.shape[1]:
+            raise ValueError(
+                f"classifier weight must have shape (num_classes, d) = ({self.num_classes}, "
+                f"{h.shape[1]}) to read these features; got {tuple(self._weight.shape)}"
+            )
         y = check_labels(labels, h.shape[0], self.num_classes)
         if self.ref_sum is None:
             dev = self.device or h.device
@@ -411,6 +414,8 @@ class NCStats:
         bookkeeping ``num_classes``, ``rank``, ``dim``, ``n_reference``, ``n_measured``.
         Keys that need a classifier, predictions or targets are ``None`` without them.
         """
+        if self.ref_count is None:
+            raise ValueError("no reference features were given; call update() first")
         if self.phase == "reference":
             raise ValueError(
                 "no measured features were given; call update_measured() (with the same "
