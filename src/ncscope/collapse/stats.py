@@ -53,6 +53,7 @@ _C_N_TARGET = 8  # samples with a target label
 _C_NCC_TARGET = 9  # nearest == target
 _C_NET_TARGET = 10  # prediction == target
 _N_COUNTS = 11
+_CHUNK_ELEMENTS = 1 << 20
 
 
 class NCStats:
@@ -169,11 +170,17 @@ class NCStats:
         if self.ref_sum is None:
             dev = self.device or h.device
             self._alloc_reference(h.shape[1], torch.device(dev))
-        h = h.to(self.device, torch.float64)
         y = y.to(self.device)
-        self.ref_sum.index_add_(0, y, h)  # type: ignore[union-attr]
+        for rows in self._chunks(h.shape[0]):
+            hc = h[rows].to(self.device, torch.float64)
+            self.ref_sum.index_add_(0, y[rows], hc)  # type: ignore[union-attr]
         self.ref_count += torch.bincount(y, minlength=self.num_classes)  # type: ignore[operator]
         return self
+
+    def _chunks(self, n: int) -> list[slice]:
+        # Bound float64 temporaries to ~8 MB whatever the batch: O(K·d) extra memory.
+        step = max(1, _CHUNK_ELEMENTS // max(int(self.dim or 1), 1))
+        return [slice(i, i + step) for i in range(0, n, step)]
 
     def freeze(self) -> NCStats:
         """Close the reference pass: fix class means, global mean and the K×K Gram.
@@ -198,7 +205,6 @@ class NCStats:
         else:
             mu_g = means.mean(dim=0)
         centred = means - mu_g
-        balanced = bool((counts == counts[0]).all())
         kp = int(present.numel())
         # Both global means make the centred means linearly dependent (Σ n_c μ̃_c = 0 for
         # the weighted one, Σ μ̃_c = 0 for the class mean), so rank(Σ_B) <= K-1 exactly.
@@ -213,7 +219,6 @@ class NCStats:
             "centred": centred,
             "gram": centred @ centred.T,
             "max_rank": max_rank,
-            "balanced": balanced,
         }
         self.phase = "measured"
         self._alloc_measured()
@@ -242,7 +247,6 @@ class NCStats:
         h = check_features(features, self.dim)
         n = h.shape[0]
         y = check_labels(labels, n, self.num_classes).to(self.device)
-        h = h.to(self.device, torch.float64)
         yi = fz["index"][y]
         if n and bool((yi < 0).any()):
             missing = sorted({int(c) for c in y[yi < 0].tolist()})
@@ -250,18 +254,36 @@ class NCStats:
                 f"measured labels {missing[:5]} have no reference samples; give reference "
                 "features for every measured class"
             )
-        pred = None
+        pred = tgt = None
         if predictions is not None:
             pred = check_labels(predictions, n, self.num_classes, "predictions").to(self.device)
-        elif self._weight is not None:
+        if targets is not None:
+            tgt = check_labels(targets, n, self.num_classes, "targets").to(self.device)
+        for rows in self._chunks(n):
+            self._add_measured(
+                h[rows].to(self.device, torch.float64),
+                y[rows],
+                yi[rows],
+                None if pred is None else pred[rows],
+                None if tgt is None else tgt[rows],
+            )
+        return self
+
+    def _add_measured(
+        self,
+        h: torch.Tensor,
+        y: torch.Tensor,
+        yi: torch.Tensor,
+        pred: torch.Tensor | None,
+        tgt: torch.Tensor | None,
+    ) -> None:
+        fz = self._frozen
+        assert fz is not None
+        if pred is None and self._weight is not None:
             logits = h @ self._weight.T
             if self._bias is not None:
                 logits = logits + self._bias
             pred = logits.argmax(dim=1)
-        tgt = None
-        if targets is not None:
-            tgt = check_labels(targets, n, self.num_classes, "targets").to(self.device)
-
         # z = h - mu_y; P = z M~^T.  NCC distances need only P and the Gram G:
         # ||h - mu_c||^2 = ||z||^2 + 2 P_y - 2 P_c + G_yy - 2 G_yc + G_cc.
         z = h - fz["means"][yi]
@@ -274,6 +296,7 @@ class NCStats:
         gram = fz["gram"]
         score = gram.diagonal()[None, :] - 2.0 * gram[yi] - 2.0 * proj
         nearest = fz["present"][score.argmin(dim=1)]
+        n = h.shape[0]
         c = self.ncc_counts
         c[_C_N] += n  # type: ignore[index]
         c[_C_NCC_TRUE] += (nearest == y).sum()  # type: ignore[index]
@@ -290,7 +313,6 @@ class NCStats:
             c[_C_NCC_TARGET] += (nearest == tgt).sum()  # type: ignore[index]
             if pred is not None:
                 c[_C_NET_TARGET] += (pred == tgt).sum()  # type: ignore[index]
-        return self
 
     # ------------------------------------------------------------------ merging
     def _fields(self) -> tuple[str, ...]:
