@@ -1,0 +1,1 @@
+"""Experiments: end-to-end jobs built from data, models, collapse, attacks and train."""
