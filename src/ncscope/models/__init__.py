@@ -1,0 +1,58 @@
+"""Models for ncscope (paper-brief §3.2): BN-MLP, small CNN, VGG11-BN and PreActResNet18 (CIFAR
+and ImageNette-160 variants), each with a leading :class:`Normalize`, a final ``nn.Linear``
+named ``classifier`` (penultimate features = ``"classifier:in"``) and the paper's layer-wise
+taps in ``tap_layers``. Imports only :mod:`ncscope.data` (normalisation statistics).
+"""
+
+from ncscope.models.cnn import SmallCNN
+from ncscope.models.convert import load_reference_state_dict
+from ncscope.models.heads import (
+    NormalizedModel,
+    classifier_name,
+    classifier_of,
+    default_taps,
+    penultimate_layer,
+    prepare_model,
+)
+from ncscope.models.mlp import BNMLP
+from ncscope.models.normalize import Normalize
+from ncscope.models.preactresnet import (
+    PreActBlock,
+    PreActResNet,
+    preactresnet18,
+    preactresnet18_imagenette,
+)
+from ncscope.models.registry import (
+    MODELS,
+    ModelSpec,
+    available_models,
+    create_model,
+    register_model,
+)
+from ncscope.models.vgg import VGG, VGG11_CFG, vgg11_bn, vgg11_bn_imagenette
+
+__all__ = [
+    "BNMLP",
+    "MODELS",
+    "VGG",
+    "VGG11_CFG",
+    "ModelSpec",
+    "Normalize",
+    "NormalizedModel",
+    "PreActBlock",
+    "PreActResNet",
+    "SmallCNN",
+    "available_models",
+    "classifier_name",
+    "classifier_of",
+    "create_model",
+    "default_taps",
+    "load_reference_state_dict",
+    "penultimate_layer",
+    "preactresnet18",
+    "preactresnet18_imagenette",
+    "prepare_model",
+    "register_model",
+    "vgg11_bn",
+    "vgg11_bn_imagenette",
+]

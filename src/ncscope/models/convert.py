@@ -1,0 +1,50 @@
+"""Loading checkpoints of the official code (``JingtongSu/robust_neural_collapse``).
+
+The built-in VGG11-BN and PreActResNet18 variants have the same parameters and buffers, in the
+same order, as the official ``vgg.py`` / ``vgg_imagenet.py`` (``vgg11_bn_pool``) /
+``preactresnet.py`` / ``preactresnet_imagenet.py`` models -- only the names differ
+(``features.0`` -> ``features.conv1``, ``linear`` / ``fc`` -> ``classifier``, ``final_bn`` ->
+``bn``, ``pre_bn`` -> ``bn1`` ...), plus ncscope's leading ``normalize`` buffers, which the
+official checkpoints do not have (their normalisation lived outside the saved modules).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+__all__ = ["load_reference_state_dict"]
+
+
+def load_reference_state_dict(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, skip_prefix: str = "normalize."
+) -> dict[str, str]:
+    """Load an official-code ``state_dict`` into an ncscope model by position.
+
+    Entries are matched in order (the model's own entries under ``skip_prefix`` -- the
+    :class:`Normalize` buffers -- are kept); counts and every shape must agree, otherwise a
+    ``ValueError`` names the first mismatch. A ``module.`` prefix (``DataParallel``) is ignored.
+    Returns the mapping ``{reference name: ncscope name}``.
+    """
+    own = model.state_dict()
+    targets = [k for k in own if not k.startswith(skip_prefix)]
+    refs = list(state_dict.items())
+    if len(refs) != len(targets):
+        raise ValueError(
+            f"reference state_dict has {len(refs)} entries, the model has {len(targets)} "
+            f"(excluding {skip_prefix!r})"
+        )
+    mapping: dict[str, str] = {}
+    new = dict(own)
+    for (ref_key, value), key in zip(refs, targets, strict=True):
+        if tuple(value.shape) != tuple(own[key].shape):
+            raise ValueError(
+                f"shape mismatch: reference {ref_key!r} {tuple(value.shape)} vs "
+                f"model {key!r} {tuple(own[key].shape)}"
+            )
+        new[key] = value
+        mapping[ref_key.removeprefix("module.")] = key
+    model.load_state_dict(new)
+    return mapping

@@ -1,0 +1,67 @@
+"""BN-MLP: the default model for the embedded digits data set (paper-brief §7.1).
+
+``Normalize -> Flatten -> [Linear -> BatchNorm1d -> ReLU] x len(widths) -> Linear``; the default
+``64 -> 512 -> 512 -> 256 -> 128 -> 10`` is the reference CPU experiment's network.
+Module names: ``normalize``, ``flatten``, ``features.block{i}`` (each with ``linear``, ``bn``,
+``relu``), ``classifier``. Taps (``tap_layers``): every hidden block's output (= its ReLU),
+``features.block1 .. features.block{L}``; the last one equals the penultimate features.
+PyTorch default initialisation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ncscope.models.normalize import Normalize
+
+__all__ = ["BNMLP"]
+
+
+class BNMLP(nn.Module):
+    """Multi-layer perceptron with Linear-BN-ReLU hidden blocks and a final ``classifier``.
+
+    Args:
+        input_shape: shape of one input (e.g. ``(1, 8, 8)``); it is flattened.
+        num_classes: output classes.
+        widths: hidden widths, default ``(512, 512, 256, 128)``.
+        mean, std: normalisation statistics for the leading :class:`Normalize`.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int] = (1, 8, 8),
+        num_classes: int = 10,
+        widths: Sequence[int] = (512, 512, 256, 128),
+        mean: float | Sequence[float] = 0.0,
+        std: float | Sequence[float] = 1.0,
+    ) -> None:
+        super().__init__()
+        if not widths:
+            raise ValueError("BNMLP needs at least one hidden width")
+        self.normalize = Normalize(mean, std)
+        self.flatten = nn.Flatten()
+        blocks: OrderedDict[str, nn.Module] = OrderedDict()
+        d_in = int(math.prod(input_shape))
+        for i, w in enumerate(widths, start=1):
+            blocks[f"block{i}"] = nn.Sequential(
+                OrderedDict(linear=nn.Linear(d_in, w), bn=nn.BatchNorm1d(w), relu=nn.ReLU())
+            )
+            d_in = w
+        self.features = nn.Sequential(blocks)
+        self.classifier = nn.Linear(d_in, num_classes)
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.num_classes = num_classes
+        self.tap_layers = [f"features.block{i}" for i in range(1, len(widths) + 1)]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features (the input of ``classifier``)."""
+        return self.features(self.flatten(self.normalize(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits."""
+        return self.classifier(self.forward_features(x))
