@@ -1,0 +1,164 @@
+"""Gradient-masking sanity flags, in the spirit of AutoAttack's runtime checks.
+
+Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
+parameter-free attacks", ICML 2020 (``autoattack/checks.py``) flag evaluations that are likely
+to over-estimate robustness. ncscope runs the same kind of checks while it attacks and reports
+what it finds in ``attack.last_report.warnings`` (and through :mod:`warnings` with the category
+:class:`AttackSanityWarning`), never silently:
+
+* **zero gradient at the start point** — the input gradient of the attack objective is exactly
+  zero for some examples, so a gradient attack cannot move them (saturated softmax, a
+  non-differentiable layer, ``detach`` inside the model, ...);
+* **non-deterministic outputs** — two forward passes on the same input give different logits
+  (dropout active, a randomised defence): gradients are then those of a random function and
+  Expectation-over-Transformation would be needed;
+* **worse than random noise** — a random perturbation of the same size reaches a higher attack
+  objective (or fools the model) on examples where the attack does not, a classic symptom of
+  gradient masking;
+* **non-finite values** — NaN/inf in the logits or the input gradient.
+
+The helpers below are pure functions on tensors; :func:`audit` runs an attack once with every
+check switched on and returns its report.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ncscope.attacks.base import Attack, AttackReport
+
+__all__ = [
+    "AttackSanityWarning",
+    "audit",
+    "check_determinism",
+    "check_noise_baseline",
+    "check_nonfinite",
+    "check_zero_gradients",
+    "zero_gradient_mask",
+]
+
+
+class AttackSanityWarning(UserWarning):
+    """Warning category for gradient-masking flags (Croce & Hein 2020 style sanity checks).
+
+    Filter it like any warning, e.g. ``warnings.simplefilter("error", AttackSanityWarning)`` to
+    turn every flag into an exception in a strict evaluation script.
+    """
+
+
+def zero_gradient_mask(grad: Tensor) -> Tensor:
+    """Per-example flag: ``True`` where the whole input gradient is exactly zero.
+
+    ``grad`` has shape ``(B, ...)``; the result has shape ``(B,)`` (bool).
+    """
+    return grad.detach().flatten(1).abs().amax(dim=1) == 0
+
+
+def check_zero_gradients(grad: Tensor, where: str = "at the start point") -> str | None:
+    """Return a warning if some examples have an all-zero input gradient (AutoAttack's
+    ``check_zero_gradients``), else ``None``."""
+    if grad.shape[0] == 0:
+        return None
+    n_zero = int(zero_gradient_mask(grad).sum())
+    if n_zero == 0:
+        return None
+    return (
+        f"zero input gradient {where} for {n_zero}/{grad.shape[0]} examples: a gradient attack "
+        "cannot move them (saturated softmax, detach or a non-differentiable layer in the model; "
+        "possible gradient masking)"
+    )
+
+
+def check_nonfinite(tensor: Tensor, what: str) -> str | None:
+    """Return a warning if ``tensor`` contains NaN or inf, else ``None``."""
+    bad = ~torch.isfinite(tensor.detach())
+    if not bool(bad.any()):
+        return None
+    n_bad = int(bad.flatten(1).any(dim=1).sum()) if tensor.ndim > 1 else int(bad.sum())
+    return f"non-finite values (NaN/inf) in the {what} for {n_bad}/{tensor.shape[0]} examples"
+
+
+def check_determinism(logits_a: Tensor, logits_b: Tensor, rtol: float = 1e-4) -> str | None:
+    """Compare two forward passes on the same input; warn if they differ (randomised model).
+
+    The tolerance is relative to the logit scale, so that benign floating-point
+    non-determinism of GPU kernels is not reported.
+    """
+    a = logits_a.detach().float()
+    b = logits_b.detach().float()
+    scale = 1.0 + float(a.abs().amax()) if a.numel() else 1.0
+    diff = (a - b).abs()
+    if a.numel() == 0 or float(diff.amax()) <= rtol * scale:
+        return None
+    n_diff = int((diff.amax(dim=1) > rtol * scale).sum())
+    return (
+        f"non-deterministic model outputs: two forward passes on the same input differ for "
+        f"{n_diff}/{a.shape[0]} examples (max |diff| {float(diff.amax()):.3g}); dropout active or "
+        "a randomised defence: gradients are unreliable, consider model_mode='eval' or EOT"
+    )
+
+
+def check_noise_baseline(
+    objective_attack: Tensor,
+    objective_noise: Tensor,
+    success_attack: Tensor | None = None,
+    success_noise: Tensor | None = None,
+    noise: str = "random noise",
+) -> str | None:
+    """Warn when a random perturbation of the same size does better than the attack.
+
+    ``objective_*`` are per-example values of the quantity the attack maximises; ``success_*``
+    optional per-example success flags. Flagged (symptoms of gradient masking, or of far too few
+    steps / too small a step size):
+
+    * the noise reaches a higher *mean* objective than the attack;
+    * the noise succeeds (misclassifies / hits the target) on an example where the attack fails
+      — as AutoAttack flags Square finding points the white-box attacks missed.
+
+    A few examples where the noise gets a higher objective but the same outcome are normal for
+    a local attack and are only mentioned in the message when a flag is raised.
+    """
+    oa = objective_attack.detach().double()
+    on = objective_noise.detach().double()
+    n = oa.shape[0]
+    if n == 0:
+        return None
+    parts = []
+    mean_a, mean_n = float(oa.mean()), float(on.mean())
+    if mean_n > mean_a + 1e-6 * (1.0 + abs(mean_a)):
+        n_worse = int((on > oa + 1e-6 * (1.0 + oa.abs())).sum())
+        parts.append(f"a higher mean objective ({mean_n:.4g} vs {mean_a:.4g}; higher on "
+                     f"{n_worse}/{n} examples)")
+    if success_attack is not None and success_noise is not None:
+        n_fooled = int((success_noise & ~success_attack).sum())
+        if n_fooled:
+            parts.append(f"success on {n_fooled}/{n} examples where the attack fails")
+    if not parts:
+        return None
+    return (
+        f"attack does worse than the {noise} baseline of the same size: the noise reaches "
+        + " and ".join(parts)
+        + " (possible gradient masking, or too few steps / too small a step size)"
+    )
+
+
+def audit(
+    attack: Attack, images: Tensor, labels: Tensor | None = None, target: Tensor | None = None
+) -> AttackReport:
+    """Run ``attack`` once on a batch with every sanity check on and return its report.
+
+    The attack's own ``checks`` level is restored afterwards. Use it on one representative
+    batch before a long evaluation, as AutoAttack does with its first batch.
+    """
+    saved = attack.checks
+    attack.checks = "full"
+    try:
+        attack(images, labels, target=target)
+    finally:
+        attack.checks = saved
+    assert attack.last_report is not None
+    return attack.last_report
