@@ -49,5 +49,6 @@ class Normalize(nn.Module):
         return (x - self.mean.view(shape)) / self.std.view(shape)
 
     def extra_repr(self) -> str:
+        """Show the statistics in ``repr(model)``."""
         fmt = lambda t: "(" + ", ".join(f"{v:.4g}" for v in t.tolist()) + ")"  # noqa: E731
         return f"mean={fmt(self.mean)}, std={fmt(self.std)}"
