@@ -30,7 +30,8 @@ def check_features(features: torch.Tensor | np.ndarray, dim: int | None = None) 
             f"feature dimension {h.shape[1]} does not match the {dim} seen before; "
             "feed the same layer to one accumulator"
         )
-    if h.shape[0] > 0 and not bool(torch.isfinite(h).all()):
+    # aminmax propagates NaN and shows ±Inf: one fused reduction, no (N, d) bool temporary.
+    if h.numel() > 0 and not bool(torch.isfinite(torch.stack(torch.aminmax(h))).all()):
         bad = int((~torch.isfinite(h)).sum())
         raise ValueError(
             f"features contain {bad} NaN/Inf entries; check the model and its inputs"

@@ -36,7 +36,7 @@ _REF_FIELDS = ("ref_sum", "ref_count")
 _MEAS_FIELDS = (
     "proj_scatter",
     "within_sq",
-    "meas_sum",
+    "meas_zsum",
     "meas_count",
     "ncc_counts",
 )
@@ -146,7 +146,7 @@ class NCStats:
         kp = int(self._frozen["present"].numel())  # type: ignore[index]
         self.proj_scatter = torch.zeros(kp, kp, dtype=torch.float64, device=dev)
         self.within_sq = torch.zeros(k, dtype=torch.float64, device=dev)
-        self.meas_sum = torch.zeros(k, d, dtype=torch.float64, device=dev)  # type: ignore[arg-type]
+        self.meas_zsum = torch.zeros(k, d, dtype=torch.float64, device=dev)  # type: ignore[arg-type]
         self.meas_count = torch.zeros(k, dtype=torch.int64, device=dev)
         self.ncc_counts = torch.zeros(_N_COUNTS, dtype=torch.int64, device=dev)
 
@@ -209,6 +209,8 @@ class NCStats:
         # Both global means make the centred means linearly dependent (Σ n_c μ̃_c = 0 for
         # the weighted one, Σ μ̃_c = 0 for the class mean), so rank(Σ_B) <= K-1 exactly.
         max_rank = min(kp - 1, int(self.dim))  # type: ignore[arg-type]
+        # One GEMM per chunk gives both P = z M~^T and z W^T (for predictions from W).
+        heads = centred if self._weight is None else torch.cat([centred, self._weight])
         index = torch.full((self.num_classes,), -1, dtype=torch.int64, device=self.device)
         index[present] = torch.arange(kp, device=self.device)
         self._frozen = {
@@ -218,6 +220,8 @@ class NCStats:
             "mu_g": mu_g,
             "centred": centred,
             "gram": centred @ centred.T,
+            "heads": heads,
+            "mean_logits": None if self._weight is None else means @ self._weight.T,
             "max_rank": max_rank,
         }
         self.phase = "measured"
@@ -261,7 +265,7 @@ class NCStats:
             tgt = check_labels(targets, n, self.num_classes, "targets").to(self.device)
         for rows in self._chunks(n):
             self._add_measured(
-                h[rows].to(self.device, torch.float64),
+                h[rows].to(self.device, torch.float64, copy=True),
                 y[rows],
                 yi[rows],
                 None if pred is None else pred[rows],
@@ -279,18 +283,23 @@ class NCStats:
     ) -> None:
         fz = self._frozen
         assert fz is not None
+        # z = h - mu_y in place on our own float64 copy of the chunk.
+        z = h.sub_(fz["means"].index_select(0, yi))
+        kp = int(fz["present"].numel())
+        out = (fz["heads"] @ z.T).T
+        proj = out[:, :kp]
         if pred is None and self._weight is not None:
-            logits = h @ self._weight.T
+            # W h + b = W z + W mu_y + b
+            logits = out[:, kp:] + fz["mean_logits"].index_select(0, yi)
             if self._bias is not None:
                 logits = logits + self._bias
             pred = logits.argmax(dim=1)
-        # z = h - mu_y; P = z M~^T.  NCC distances need only P and the Gram G:
+        # NCC distances need only P = z M~^T and the Gram G:
         # ||h - mu_c||^2 = ||z||^2 + 2 P_y - 2 P_c + G_yy - 2 G_yc + G_cc.
-        z = h - fz["means"][yi]
-        proj = z @ fz["centred"].T
         self.proj_scatter += proj.T @ proj  # type: ignore[operator]
-        self.within_sq.index_add_(0, y, z.pow(2).sum(dim=1))  # type: ignore[union-attr]
-        self.meas_sum.index_add_(0, y, h)  # type: ignore[union-attr]
+        sq = torch.linalg.vector_norm(z, dim=1).square()  # fused; (z * z).sum is 2 passes
+        self.within_sq.index_add_(0, y, sq)  # type: ignore[union-attr]
+        self.meas_zsum.index_add_(0, y, z)  # type: ignore[union-attr]
         self.meas_count += torch.bincount(y, minlength=self.num_classes)  # type: ignore[operator]
 
         gram = fz["gram"]
@@ -418,9 +427,10 @@ class NCStats:
     @property
     def measured_means(self) -> torch.Tensor:
         """Measured class means (K, d), float64; NaN rows for classes not measured."""
-        if self.meas_sum is None:
+        if self.meas_zsum is None:
             raise ValueError("no measured features were given")
-        return self.meas_sum / self.meas_count[:, None].to(torch.float64)  # type: ignore[index]
+        count = self.meas_count[:, None].to(torch.float64)  # type: ignore[index]
+        return self.class_means + self.meas_zsum / count
 
     def compute(self) -> dict[str, float | int | None]:
         """All metrics as a flat dict of Python numbers (see the module docstring).
