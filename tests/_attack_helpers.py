@@ -78,3 +78,120 @@ def trained_digits_model() -> nn.Sequential:
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
         return float((model(x).argmax(1) == y).float().mean())
+
+
+# ---- tiny models for property tests ------------------------------------------------------
+
+
+@functools.cache
+def tiny_mlp(d: int, n_classes: int = 3, seed: int = 0, dropout: float = 0.0) -> nn.Sequential:
+    """Normalize -> Flatten -> Linear(d, 8) -> BatchNorm1d -> ReLU [-> Dropout] -> Linear."""
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = [Normalize(0.5, 0.25), nn.Flatten(), nn.Linear(d, 8),
+                               nn.BatchNorm1d(8), nn.ReLU()]
+    if dropout:
+        layers.append(nn.Dropout(dropout))
+    layers.append(nn.Linear(8, n_classes))
+    model = nn.Sequential(*layers)
+    with torch.no_grad():  # non-trivial running statistics
+        model[3].running_mean.uniform_(-0.5, 0.5)
+        model[3].running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+@functools.cache
+def linear_model(d: int, n_classes: int = 3, seed: int = 0) -> nn.Sequential:
+    """Normalize -> Flatten -> Linear(d, K): smooth, for monotonicity properties."""
+    torch.manual_seed(seed)
+    return nn.Sequential(Normalize(0.5, 0.5), nn.Flatten(), nn.Linear(d, n_classes)).eval()
+
+
+class _Reverse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):  # noqa: D102
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        return -g
+
+
+class ReverseGrad(nn.Module):
+    """Identity whose backward flips the gradient: a caricature of gradient masking."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _Reverse.apply(x)
+
+
+class DetachInput(nn.Module):
+    """Cuts the graph: every input gradient is zero (shattered gradients)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.detach()
+
+
+class NoisyLogits(nn.Module):
+    """Adds fresh noise at every call: a randomised model."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 0.1 * torch.randn_like(x)
+
+
+# ---- reference implementations of the paper's code (for agreement tests) ------------------
+
+
+def rice_attack_pgd(model: nn.Module, X: torch.Tensor, y: torch.Tensor, epsilon: float,
+                    alpha: float, attack_iters: int, restarts: int, norm: str) -> torch.Tensor:
+    """``attack_pgd`` of Rice et al. / robust_neural_collapse (train.py), verbatim logic;
+    the normalisation is inside ``model``, lower/upper limits are 0/1. Returns ``X + delta``."""
+    lower, upper = 0.0, 1.0
+    max_loss = torch.zeros(y.shape[0])
+    max_delta = torch.zeros_like(X)
+    for _ in range(restarts):
+        delta = torch.zeros_like(X)
+        if norm == "l_inf":
+            delta.uniform_(-epsilon, epsilon)
+        else:
+            delta.normal_()
+            d_flat = delta.view(delta.size(0), -1)
+            n = d_flat.norm(p=2, dim=1).view(delta.size(0), 1, 1, 1)
+            r = torch.zeros_like(n).uniform_(0, 1)
+            delta *= r / n * epsilon
+        delta = torch.max(torch.min(delta, upper - X), lower - X)
+        delta.requires_grad = True
+        for _ in range(attack_iters):
+            output = model(X + delta)
+            loss = nn.functional.cross_entropy(output, y)
+            (grad,) = torch.autograd.grad(loss, delta)
+            d, g, x = delta, grad, X
+            if norm == "l_inf":
+                d = torch.clamp(d + alpha * torch.sign(g), min=-epsilon, max=epsilon)
+            else:
+                g_norm = torch.norm(g.view(g.shape[0], -1), dim=1).view(-1, 1, 1, 1)
+                scaled_g = g / (g_norm + 1e-10)
+                d = (d + scaled_g * alpha).view(d.size(0), -1).renorm(
+                    p=2, dim=0, maxnorm=epsilon).view_as(d)
+            d = torch.max(torch.min(d, upper - x), lower - x)
+            delta.data = d.detach()
+        with torch.no_grad():
+            all_loss = nn.functional.cross_entropy(model(X + delta), y, reduction="none")
+        sel = all_loss >= max_loss
+        max_delta[sel] = delta.detach()[sel]
+        max_loss = torch.max(max_loss, all_loss)
+    return X + max_delta
+
+
+def official_trades_linf(model: nn.Module, x_natural: torch.Tensor, step_size: float,
+                         epsilon: float, perturb_steps: int) -> torch.Tensor:
+    """The l_inf inner loop of the official TRADES ``trades_loss`` (Zhang et al. 2019)."""
+    criterion_kl = nn.KLDivLoss(reduction="sum")
+    x_adv = x_natural.detach() + 0.001 * torch.randn(x_natural.shape).detach()
+    for _ in range(perturb_steps):
+        x_adv.requires_grad_()
+        loss_kl = criterion_kl(nn.functional.log_softmax(model(x_adv), dim=1),
+                               nn.functional.softmax(model(x_natural), dim=1))
+        grad = torch.autograd.grad(loss_kl, [x_adv])[0]
+        x_adv = x_adv.detach() + step_size * torch.sign(grad.detach())
+        x_adv = torch.min(torch.max(x_adv, x_natural - epsilon), x_natural + epsilon)
+        x_adv = torch.clamp(x_adv, 0.0, 1.0)
+    return x_adv

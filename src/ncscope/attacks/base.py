@@ -38,8 +38,7 @@ from ncscope.attacks.sanity import (
     AttackSanityWarning,
     check_determinism,
     check_noise_baseline,
-    check_nonfinite,
-    check_zero_gradients,
+    zero_gradient_message,
 )
 
 __all__ = [
@@ -161,19 +160,20 @@ def _validate_labels(owner: str, labels: Any, batch: int, device: torch.device,
     if labels.ndim != 1 or labels.shape[0] != batch:
         raise ValueError(f"{owner}: {name} must have shape (B,) = ({batch},) to match the images,"
                          f" got shape {tuple(labels.shape)}")
-    out = labels.detach().to(device=device, dtype=torch.long)
-    if batch and int(out.min()) < 0:
-        raise ValueError(f"{owner}: {name} must be class indices >= 0, got min={int(out.min())}")
-    return out
+    return labels.detach().to(device=device, dtype=torch.long)
 
 
-def _check_range(owner: str, cls: Tensor, n_classes: int, name: str) -> None:
+def _check_range(owner: str, cls: Tensor, n_classes: int | None, name: str) -> None:
+    """Class indices must lie in [0, K) (K = width of the logits; ``None``: only >= 0)."""
     if cls.numel() == 0:
         return
-    lo, hi = torch.aminmax(cls)
-    if int(lo) < 0 or int(hi) >= n_classes:
+    lo, hi = (int(v) for v in torch.aminmax(cls))
+    if n_classes is None:
+        if lo < 0:
+            raise ValueError(f"{owner}: {name} must be class indices >= 0, got min={lo}")
+    elif lo < 0 or hi >= n_classes:
         raise ValueError(f"{owner}: {name} must lie in [0, K) = [0, {n_classes}) where K is the "
-                         f"width of the model's logits, got min={int(lo)}, max={int(hi)}")
+                         f"width of the model's logits, got min={lo}, max={hi}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -286,6 +286,8 @@ class AttackReport:
     was computed anyway (restarts > 1, or full checks; CE of the true label for untargeted PGD,
     minus the CE of the target for targeted PGD, the KL divergence for TRADES), else ``None``.
     ``success``: per-example success flags when known (misclassified / classified as target).
+    ``targets``: the target classes of a targeted attack (given or drawn by the rule), e.g. to
+    group perturbed features by target label; ``None`` for untargeted attacks.
     ``zero_grad_fraction``: share of examples with an all-zero gradient at the start point.
     ``forwards`` / ``backwards``: model passes spent, sanity checks included.
     """
@@ -295,6 +297,7 @@ class AttackReport:
     warnings: list[str] = field(default_factory=list)
     objective: Tensor | None = None
     success: Tensor | None = None
+    targets: Tensor | None = None
     zero_grad_fraction: float | None = None
     forwards: int = 0
     backwards: int = 0
@@ -554,14 +557,23 @@ class GradientAttack(Attack):
         """Checks at the start point (first step of the first restart)."""
         if level == "off":
             return
-        mask_msg = check_zero_gradients(grad0)
-        report.zero_grad_fraction = float(
-            (grad0.detach().flatten(1).abs().amax(dim=1) == 0).float().mean()
-        )
-        for msg in (check_nonfinite(logits0, "logits"),
-                    check_nonfinite(grad0, "input gradient"), mask_msg):
-            if msg:
-                report.warnings.append(msg)
+        # one fused pass and one host sync: per-example max |g| flags zero and NaN/inf rows
+        gmax = grad0.detach().flatten(1).abs().amax(dim=1)
+        counts = torch.stack([
+            (gmax == 0).sum(),
+            (~torch.isfinite(gmax)).sum(),
+            (~torch.isfinite(logits0.detach()).all(dim=1)).sum(),
+        ]).tolist()
+        n = grad0.shape[0]
+        report.zero_grad_fraction = counts[0] / n
+        if counts[2]:
+            report.warnings.append(f"non-finite values (NaN/inf) in the logits for "
+                                   f"{counts[2]}/{n} examples")
+        if counts[1]:
+            report.warnings.append(f"non-finite values (NaN/inf) in the input gradient for "
+                                   f"{counts[1]}/{n} examples")
+        if counts[0]:
+            report.warnings.append(zero_gradient_message(counts[0], n))
         if level == "full":
             again = self._aux_forward(x0, report)
             msg = check_determinism(logits0, again)

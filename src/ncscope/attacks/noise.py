@@ -78,6 +78,8 @@ class NoiseSource(Attack):
 
     def _run(self, x: Tensor, labels: Tensor | None, target: Tensor | None,
              report: AttackReport, level: str) -> Tensor:
+        if labels is not None and self.model is None:
+            _check_range(self.name, labels, None, "labels")
         out = self._sample(x, self._rng(x.device))
         if self.model is not None and labels is not None and level != "off":
             with torch.no_grad(), preserved_buffers(self.model):

@@ -149,8 +149,8 @@ class PGD(GradientAttack):
         z = logits.detach().float()
         assert ctx.cls is not None and ctx.onehot is not None
         z_cls = z.gather(1, ctx.cls[:, None])[:, 0]
-        if self.loss == "ce":
-            ce = torch.logsumexp(z, dim=1) - z_cls  # CE of cls
+        if self.loss == "ce":  # same float path as the reference's restart selection
+            ce = F.cross_entropy(z, ctx.cls, reduction="none")
             return -ce if self.targeted else ce
         other = z.masked_fill(ctx.onehot.bool(), float("-inf")).amax(dim=1)
         margin = z_cls - other  # logit margin of cls over the best other class
@@ -204,6 +204,8 @@ class PGD(GradientAttack):
                 own = F.one_hot(ctx.labels, n_classes).bool()
                 ctx.cls = clean.masked_fill(own, float("inf")).argmin(dim=1)
         ctx.onehot = F.one_hot(ctx.cls, n_classes).to(torch.float32)
+        if self.targeted:
+            report.targets = ctx.cls
 
     def _start(self, x: Tensor, gen: torch.Generator | None) -> Tensor:
         if not self.random_start:

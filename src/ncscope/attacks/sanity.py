@@ -39,6 +39,7 @@ __all__ = [
     "check_nonfinite",
     "check_zero_gradients",
     "zero_gradient_mask",
+    "zero_gradient_message",
 ]
 
 
@@ -64,12 +65,15 @@ def check_zero_gradients(grad: Tensor, where: str = "at the start point") -> str
     if grad.shape[0] == 0:
         return None
     n_zero = int(zero_gradient_mask(grad).sum())
-    if n_zero == 0:
-        return None
+    return zero_gradient_message(n_zero, grad.shape[0], where) if n_zero else None
+
+
+def zero_gradient_message(n_zero: int, n: int, where: str = "at the start point") -> str:
+    """The zero-gradient flag's text."""
     return (
-        f"zero input gradient {where} for {n_zero}/{grad.shape[0]} examples: a gradient attack "
-        "cannot move them (saturated softmax, detach or a non-differentiable layer in the model; "
-        "possible gradient masking)"
+        f"zero input gradient {where} for {n_zero}/{n} examples: a gradient attack cannot move "
+        "them (saturated softmax, detach or a non-differentiable layer in the model; possible "
+        "gradient masking)"
     )
 
 

@@ -63,9 +63,9 @@ class TRADES(GradientAttack):
         seed, generator, checks: see :class:`~ncscope.attacks.base.Attack`.
 
     Efficiency: the clean prediction is computed once per call (the reference recomputes it at
-    every step), gradients are taken with respect to the input only, and the KL gradient with
-    respect to the logits is formed in closed form (``softmax(f(x')) - softmax(f(x))``, in
-    float64 to avoid cancellation near the start point).
+    every step: ``2 * steps`` forward passes there, ``steps + 1`` here) and gradients are taken
+    with respect to the input only; the KL is evaluated on the reference's float path, so the
+    perturbations match the official code's for the same random start.
     """
 
     name: ClassVar[str] = "TRADES"
@@ -116,11 +116,12 @@ class TRADES(GradientAttack):
         return F.kl_div(logq, ctx.clean_probs, reduction="none").sum(dim=1)
 
     def _grad_target(self, logits: Tensor, ctx: _Ctx) -> tuple[Tensor, Tensor | None]:
-        """d KL(p || softmax(z)) / dz = softmax(z) - p, formed in float64: near the start point
-        q and p nearly cancel, and float32 would leave mostly rounding noise."""
+        """The summed KL divergence, on the same float path as the official code
+        (``KLDivLoss(reduction="sum")(log_softmax(f(x')), softmax(f(x)))``), so that ncscope
+        reproduces the reference perturbations, not only their distribution."""
         assert ctx.clean_probs is not None
-        g = torch.softmax(logits.detach().double(), dim=1).sub_(ctx.clean_probs.double())
-        return logits, g.to(logits.dtype)
+        kl = F.kl_div(F.log_softmax(logits, dim=1), ctx.clean_probs, reduction="sum")
+        return kl, None
 
     def _success(self, logits: Tensor, ctx: _Ctx) -> Tensor:
         ref = ctx.labels if ctx.labels is not None else ctx.clean_pred
@@ -133,10 +134,10 @@ class TRADES(GradientAttack):
              report: AttackReport, level: str) -> Tensor:
         gen = self._rng(x.device)
         ctx = _Ctx(labels=labels)
-        clean = self._aux_forward(x, report).float()
+        clean = self._aux_forward(x, report)
         if labels is not None:
             _check_range(self.name, labels, clean.shape[1], "labels")
-        ctx.clean_probs = torch.softmax(clean.double(), dim=1).float()
+        ctx.clean_probs = F.softmax(clean, dim=1)
         ctx.clean_pred = clean.argmax(dim=1)
         noise = _normal(x, gen)
         if self.norm == "linf":
