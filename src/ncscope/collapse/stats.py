@@ -265,7 +265,7 @@ class NCStats:
             tgt = check_labels(targets, n, self.num_classes, "targets").to(self.device)
         for rows in self._chunks(n):
             self._add_measured(
-                h[rows].to(self.device, torch.float64, copy=True),
+                h[rows].to(self.device),
                 y[rows],
                 yi[rows],
                 None if pred is None else pred[rows],
@@ -283,8 +283,10 @@ class NCStats:
     ) -> None:
         fz = self._frozen
         assert fz is not None
-        # z = h - mu_y in place on our own float64 copy of the chunk.
-        z = h.sub_(fz["means"].index_select(0, yi))
+        # z = h - mu_y in float64 (h is promoted exactly), written over the gathered means:
+        # one pass, no separate float64 copy of the features.
+        z = fz["means"].index_select(0, yi)
+        torch.sub(h, z, out=z)
         kp = int(fz["present"].numel())
         out = (fz["heads"] @ z.T).T
         proj = out[:, :kp]
