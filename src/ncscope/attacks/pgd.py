@@ -181,7 +181,8 @@ class PGD(GradientAttack):
 
     def _prepare(self, x: Tensor, logits: Tensor, target: Tensor | None, ctx: _Ctx,
                  report: AttackReport, gen: torch.Generator | None) -> None:
-        """Runs once per call at the first forward pass, when K is known."""
+        """Runs once per call at the first forward pass, when K is known (for the
+        least-likely rule: before the first step, on the clean logits)."""
         n_classes = logits.shape[1]
         assert ctx.labels is not None
         _check_range(self.name, ctx.labels, n_classes, "labels")
@@ -200,9 +201,10 @@ class PGD(GradientAttack):
                 shift = _randint(n_classes - 1, ctx.labels.shape, x.device, gen) + 1
                 ctx.cls = (ctx.labels + shift) % n_classes
             else:  # least_likely: lowest clean logit among the classes != y
-                clean = self._aux_forward(x, report).float()
+                # (called before the first step with the clean logits: an auxiliary forward
+                # inside the step would clobber buffers that a train-mode graph still holds)
                 own = F.one_hot(ctx.labels, n_classes).bool()
-                ctx.cls = clean.masked_fill(own, float("inf")).argmin(dim=1)
+                ctx.cls = logits.float().masked_fill(own, float("inf")).argmin(dim=1)
         ctx.onehot = F.one_hot(ctx.cls, n_classes).to(torch.float32)
         if self.targeted:
             report.targets = ctx.cls
@@ -232,6 +234,8 @@ class PGD(GradientAttack):
         best_x: Tensor | None = None
         best_obj: Tensor | None = None
         best_succ: Tensor | None = None
+        if self.targeted and target is None and self.target_rule == "least_likely":
+            self._prepare(x, self._aux_forward(x, report), None, ctx, report, gen)
         with torch.enable_grad():
             for restart in range(self.restarts):
                 x_adv = self._start(x, gen)
