@@ -160,7 +160,8 @@ def _validate_labels(owner: str, labels: Any, batch: int, device: torch.device,
     if labels.ndim != 1 or labels.shape[0] != batch:
         raise ValueError(f"{owner}: {name} must have shape (B,) = ({batch},) to match the images,"
                          f" got shape {tuple(labels.shape)}")
-    return labels.detach().to(device=device, dtype=torch.long)
+    out = labels.detach().to(device=device, dtype=torch.long)
+    return out.clone() if out.is_inference() else out
 
 
 def _check_range(owner: str, cls: Tensor, n_classes: int | None, name: str) -> None:
