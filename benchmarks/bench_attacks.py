@@ -5,12 +5,15 @@ Usage::
     .venv/bin/python benchmarks/bench_attacks.py [--threads 1] [--reps 15] [--quick]
 
 Prints a markdown table (date, machine, torch version, threads, model, batch, img/s of each,
-ratio ncscope / torchattacks). Both attacks use the paper's setting (eps 8/255, alpha 2/255,
-10 steps, uniform random start) with default options; ncscope's default sanity checks
-(``checks="first"``: full checks on the first call, absorbed by the warm-up, then the free
-zero-gradient check) are included. Timings interleave the two libraries and report the median
-of ``--reps`` calls each. Synthetic inputs only; nothing is downloaded. torchattacks is a
-test-only dependency (``pip install --no-deps torchattacks==3.5.1``).
+ratio ncscope / torchattacks). For context it also times the paper's own ``attack_pgd``
+(robust_neural_collapse / Rice et al. 2020: ``loss.backward()``, so parameter gradients are
+formed too, and a final loss-selection forward). All use the paper's setting (eps 8/255,
+alpha 2/255, 10 steps, uniform random start) with default options; ncscope's default sanity
+checks (``checks="first"``: full checks on the first call, absorbed by the warm-up, then the
+free zero-gradient check) are included. Timings interleave the implementations (rotating
+order) and report the median of ``--reps`` calls each. Synthetic inputs only; nothing is
+downloaded. torchattacks is a test-only dependency (``pip install --no-deps
+torchattacks==3.5.1``). On a shared machine, expect +-10% run-to-run noise on each figure.
 """
 
 from __future__ import annotations
@@ -65,26 +68,53 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
 }
 
 
-def bench_one(model: nn.Module, x: torch.Tensor, y: torch.Tensor, reps: int) -> tuple[float, float]:
+def paper_attack_pgd(model: nn.Module, X: torch.Tensor, y: torch.Tensor, epsilon: float = 8 / 255,
+                     alpha: float = 2 / 255, attack_iters: int = 10) -> torch.Tensor:
+    """The paper's l_inf ``attack_pgd`` (robust_neural_collapse, from Rice et al. 2020), one
+    restart, as run by its ``eval.py``: ``loss.backward()`` (parameter gradients formed too)
+    and a final loss-selection forward. Normalisation is inside ``model``."""
+    max_loss = torch.zeros(y.shape[0])
+    max_delta = torch.zeros_like(X)
+    delta = torch.zeros_like(X).uniform_(-epsilon, epsilon)
+    delta = torch.max(torch.min(delta, 1 - X), 0 - X)
+    delta.requires_grad = True
+    for _ in range(attack_iters):
+        output = model(X + delta)
+        loss = nn.functional.cross_entropy(output, y)
+        loss.backward()
+        grad = delta.grad.detach()
+        d = torch.clamp(delta + alpha * torch.sign(grad), min=-epsilon, max=epsilon)
+        d = torch.max(torch.min(d, 1 - X), 0 - X)
+        delta.data = d.data
+        delta.grad.zero_()
+    all_loss = nn.functional.cross_entropy(model(X + delta), y, reduction="none")
+    max_delta[all_loss >= max_loss] = delta.detach()[all_loss >= max_loss]
+    return X + max_delta
+
+
+def bench_one(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+              reps: int) -> dict[str, float]:
+    """img/s (median of ``reps`` interleaved calls) for each implementation."""
     import torchattacks
 
-    ours = PGD(model, eps=8 / 255, alpha=2 / 255, steps=10, random_start=True)
-    theirs = torchattacks.PGD(model, eps=8 / 255, alpha=2 / 255, steps=10, random_start=True)
-    for _ in range(3):  # warm-up (also absorbs ncscope's first-call full sanity checks)
-        ours(x, y)
-        theirs(x, y)
-    t_ours: list[float] = []
-    t_theirs: list[float] = []
+    impls: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+        "ncscope": PGD(model, eps=8 / 255, alpha=2 / 255, steps=10, random_start=True),
+        "torchattacks": torchattacks.PGD(model, eps=8 / 255, alpha=2 / 255, steps=10,
+                                         random_start=True),
+        "paper": lambda a, b: paper_attack_pgd(model, a, b),
+    }
+    for impl in impls.values():  # warm-up (absorbs ncscope's first-call full sanity checks)
+        for _ in range(2):
+            impl(x, y)
+    times: dict[str, list[float]] = {k: [] for k in impls}
+    names = list(impls)
     for i in range(reps):
-        order = [(ours, t_ours), (theirs, t_theirs)]
-        if i % 2:
-            order.reverse()
-        for atk, times in order:
+        for name in names[i % len(names):] + names[: i % len(names)]:  # rotate the order
             t0 = time.perf_counter()
-            atk(x, y)
-            times.append(time.perf_counter() - t0)
-    batch = x.shape[0]
-    return batch / statistics.median(t_ours), batch / statistics.median(t_theirs)
+            impls[name](x, y)
+            times[name].append(time.perf_counter() - t0)
+    model.zero_grad(set_to_none=True)
+    return {k: x.shape[0] / statistics.median(v) for k, v in times.items()}
 
 
 def machine() -> str:
@@ -115,15 +145,16 @@ def main() -> None:
         model = build().eval()
         x = torch.rand((args.batch, *shape))
         y = torch.randint(0, 10, (args.batch,))
-        ips_ours, ips_theirs = bench_one(model, x, y, reps)
-        rows.append((name, ips_ours, ips_theirs))
+        rows.append((name, bench_one(model, x, y, reps)))
     date = _dt.date.today().isoformat()
     print("| date | machine | torch | threads | model | batch | ncscope img/s "
-          "| torchattacks img/s | ratio |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name, a, b in rows:
+          "| torchattacks img/s | ratio vs torchattacks | paper code img/s | ratio vs paper |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, r in rows:
+        a, b, c = r["ncscope"], r["torchattacks"], r["paper"]
         print(f"| {date} | {machine()} | {torch.__version__} | {torch.get_num_threads()} "
-              f"| {name} | {args.batch} | {a:,.0f} | {b:,.0f} | {a / b:.2f}x |")
+              f"| {name} | {args.batch} | {a:,.0f} | {b:,.0f} | {a / b:.2f}x | {c:,.0f} "
+              f"| {a / c:.2f}x |")
 
 
 if __name__ == "__main__":

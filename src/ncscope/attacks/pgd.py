@@ -81,7 +81,9 @@ class PGD(GradientAttack):
     (parameters frozen), the loss gradient with respect to the logits is formed in closed form,
     the l_inf projection and [0, 1] clip are one clamp against precomputed bounds, and the
     final-loss forward of the reference code is only run when it can change the result
-    (``restarts > 1``). ``steps`` forward and backward passes per restart.
+    (``restarts > 1``). ``steps`` forward and backward passes per restart. (With
+    ``model_mode="train"`` and one restart the reference's selection forward would also update
+    the BatchNorm running statistics once more; here they see the ``steps`` attack batches.)
 
     Example::
 
