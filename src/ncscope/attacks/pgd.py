@@ -77,9 +77,10 @@ class PGD(GradientAttack):
         loss: ``"ce"`` (cross-entropy, default) or ``"cw"`` (logit margin of Carlini & Wagner).
         model_mode, seed, generator, checks: see :class:`~ncscope.attacks.base.Attack`.
 
-    Efficiency: gradients are vector-Jacobian products with respect to the input only
-    (parameters frozen), the loss gradient with respect to the logits is formed in closed form,
-    the l_inf projection and [0, 1] clip are one clamp against precomputed bounds, and the
+    Efficiency and fidelity: gradients are taken with respect to the input only (parameters
+    frozen; the cross-entropy on the reference's float path, so outputs match torchattacks and
+    the paper's code to float precision), the l_inf projection and [0, 1] clip are one clamp
+    against precomputed bounds, and the
     final-loss forward of the reference code is only run when it can change the result
     (``restarts > 1``). ``steps`` forward and backward passes per restart. (With
     ``model_mode="train"`` and one restart the reference's selection forward would also update
