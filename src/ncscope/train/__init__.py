@@ -1,0 +1,60 @@
+"""Training with Neural-Collapse tracking: ST, PGD adversarial training and TRADES.
+
+Reproduces the training protocol of Su, Zhang, Tsilivis, Kempe, "On the Robustness of Neural
+Collapse and the Neural Collapse of Robustness" (TMLR 2024; paper-brief §3): SGD 0.9, lr 0.1
+with the per-iteration piecewise schedule, weight decay 5e-4, batch 128, ST / AT (PGD in train
+mode, adversarial CE only) / TRADES (beta = 6, optional BatchNorm quirk of the official code),
+and per-epoch NC on the clean training data and on the training-time perturbations.
+
+Entry points: :func:`train` (config in, trained model + history + run folder out),
+:class:`Trainer` (any ``nn.Module`` and data sets), :func:`track` (one measurement, reusable
+on saved checkpoints). ``python -m ncscope.train config.yaml`` (also under ``torchrun``).
+Imports ``data``, ``models``, ``collapse`` and ``attacks`` only.
+"""
+
+from ncscope.train.checkpoint import (
+    CheckpointError,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+from ncscope.train.config import MODES, TrainConfig
+from ncscope.train.distributed import DistInfo, derive_seed, epoch_batches
+from ncscope.train.history import HistoryWriter, read_jsonl, rows_to_frame
+from ncscope.train.losses import LOSSES, cross_entropy, make_loss, register_loss, trades_kl
+from ncscope.train.schedules import SCHEDULES, lr_at, register_schedule
+from ncscope.train.spool import TensorSpool
+from ncscope.train.tracking import SOURCES, Tracker, resolve_track_layers, track
+from ncscope.train.trainer import Callback, Trainer, TrainResult, train
+
+__all__ = [
+    "LOSSES",
+    "MODES",
+    "SCHEDULES",
+    "SOURCES",
+    "Callback",
+    "CheckpointError",
+    "DistInfo",
+    "HistoryWriter",
+    "TensorSpool",
+    "TrainConfig",
+    "TrainResult",
+    "Tracker",
+    "Trainer",
+    "cross_entropy",
+    "derive_seed",
+    "epoch_batches",
+    "list_checkpoints",
+    "load_checkpoint",
+    "lr_at",
+    "make_loss",
+    "read_jsonl",
+    "register_loss",
+    "register_schedule",
+    "resolve_track_layers",
+    "rows_to_frame",
+    "save_checkpoint",
+    "track",
+    "trades_kl",
+    "train",
+]
