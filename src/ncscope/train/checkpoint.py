@@ -186,9 +186,27 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()
     first = text[0] if text else type(exc).__name__
-    return first[:200]
+    return first if len(first) <= 120 else first[:117] + "..."
+
+
+def _diagnose(path: Path, exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in a few words."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    is_zip = head == b"PK\x03\x04"
+    text = str(exc)
+    if "PytorchStreamReader" in text or "zip archive" in text:
+        return "is truncated or damaged (not a complete torch zip archive)"
+    if "Weights only load failed" in text:
+        if is_zip:
+            return (
+                "holds pickled Python objects that weights-only loading refuses "
+                "(not an ncscope training checkpoint)"
+            )
+        return "is not a torch checkpoint (unreadable bytes; corrupt or a different format)"
+    return f"is corrupt or unreadable ({type(exc).__name__}: {_one_line(exc)})"
 
 
 def load_checkpoint(
@@ -205,10 +223,7 @@ def load_checkpoint(
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, garbage bytes, pickled classes, ...
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt, truncated or not a weights-only torch file "
-            f"({type(exc).__name__}: {_one_line(exc)})"
-        ) from None
+        raise CheckpointError(f"checkpoint {path} {_diagnose(path, exc)}") from None
     if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
         what = type(obj).__name__ if not isinstance(obj, dict) else "a dict without the tag"
         raise CheckpointError(
