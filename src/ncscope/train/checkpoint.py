@@ -187,7 +187,7 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path
 
 def _one_line(exc: BaseException) -> str:
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()
-    first = text[0] if text else type(exc).__name__
+    first = (text[0] if text else type(exc).__name__).split(". ")[0]
     return first if len(first) <= 120 else first[:117] + "..."
 
 
@@ -197,8 +197,6 @@ def _diagnose(path: Path, exc: BaseException) -> str:
         head = fh.read(4)
     is_zip = head == b"PK\x03\x04"
     text = str(exc)
-    if "PytorchStreamReader" in text or "zip archive" in text:
-        return "is truncated or damaged (not a complete torch zip archive)"
     if "Weights only load failed" in text:
         if is_zip:
             return (
@@ -206,6 +204,11 @@ def _diagnose(path: Path, exc: BaseException) -> str:
                 "(not an ncscope training checkpoint)"
             )
         return "is not a torch checkpoint (unreadable bytes; corrupt or a different format)"
+    if is_zip or "PytorchStreamReader" in text or "zip archive" in text:
+        return (
+            "is truncated or damaged (not a complete torch zip archive: "
+            f"{type(exc).__name__}: {_one_line(exc)})"
+        )
     return f"is corrupt or unreadable ({type(exc).__name__}: {_one_line(exc)})"
 
 
