@@ -1,0 +1,160 @@
+"""Figures of a reproduce run (matplotlib, written as PNG and SVG).
+
+Each function takes the tidy tables of the run folder and writes ``<name>.png`` and
+``<name>.svg`` into ``out_dir``; it returns the PNG path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+RUN_COLORS = {"st": "#1f77b4", "at": "#d62728", "trades": "#2ca02c", "trades_bnquirk": "#9467bd"}
+RUN_LABELS = {"st": "ST", "at": "AT (PGD)", "trades": "TRADES",
+              "trades_bnquirk": "TRADES (BN quirk)"}
+
+
+def _save(fig: plt.Figure, out_dir: Path, name: str) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = out_dir / f"{name}.png"
+    fig.savefig(png, dpi=110, bbox_inches="tight")
+    fig.savefig(out_dir / f"{name}.svg", bbox_inches="tight")
+    plt.close(fig)
+    return png
+
+
+def nc_vs_epoch(history: pd.DataFrame, out_dir: Path) -> Path:
+    """NC1–NC4 of the penultimate layer against epoch, clean (solid) vs perturbed (dashed)."""
+    panels = [("nc1", "NC1 = Tr(Σ_W Σ_B⁺)"), ("equiangular_means", "NC2: equiangularity"),
+              ("nc3", "NC3: ‖W/‖W‖ − M̃/‖M̃‖‖²"), ("nc4", "NC4: NCC ≠ network")]
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    for ax, (metric, title) in zip(axes, panels, strict=True):
+        for run, color in RUN_COLORS.items():
+            for source, style in (("clean", "-"), ("perturbed", "--")):
+                sel = history[(history.run == run) & (history.source == source)
+                              & (history.metric == metric)]
+                if not len(sel):
+                    continue
+                sel = sel[sel.layer == sel.layer.iloc[-1]].sort_values("epoch")
+                y = sel.value.astype(float).clip(lower=1e-6)
+                ax.plot(sel.epoch, y, style, color=color, lw=1.6,
+                        label=f"{RUN_LABELS[run]} {source}")
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("value (log scale)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8,
+               bbox_to_anchor=(0.5, -0.12))
+    fig.suptitle("Penultimate-layer NC on training data: clean (solid) vs training-time "
+                 "perturbations (dashed)", fontsize=11)
+    return _save(fig, out_dir, "nc_vs_epoch")
+
+
+def layerwise(analysis: pd.DataFrame, out_dir: Path, eps_name: str = "main") -> Path:
+    """Per model: NC1 by layer (clean vs PGD, own means) and NCC test accuracy by layer."""
+    a = analysis[(analysis.eps_name == eps_name) & analysis["class"].isna()]
+    runs = [r for r in RUN_COLORS if r in set(a.run)]
+    fig, axes = plt.subplots(2, max(len(runs), 1), figsize=(4.2 * max(len(runs), 1), 7),
+                             squeeze=False)
+    for j, run in enumerate(runs):
+        r = a[a.run == run]
+        layers = r.sort_values("depth").drop_duplicates("depth").layer.tolist()
+        x = np.arange(len(layers))
+        for source, style, lab in (("clean", "o-", "clean"), ("pgd", "s--", "PGD")):
+            own = r[(r.source == source) & (r.split == "train") & (r.reference == "own")
+                    & (r.group == "label") & (r.metric == "nc1")].sort_values("depth")
+            axes[0, j].plot(x[: len(own)], own.value.astype(float), style,
+                            color=RUN_COLORS[run], label=lab)
+            acc = r[(r.source == source) & (r.split == "test") & (r.reference == "clean")
+                    & (r.metric == "ncc_accuracy")].sort_values("depth")
+            axes[1, j].plot(x[: len(acc)], 100 * acc.value.astype(float), style,
+                            color=RUN_COLORS[run], label=f"NCC, {lab} test")
+        net = r[(r.source == "pgd") & (r.split == "test") & (r.reference == "clean")
+                & (r.metric == "net_accuracy")]
+        if len(net):
+            axes[1, j].axhline(100 * float(net.value.iloc[0]), color="gray", ls=":",
+                               label="network, PGD test")
+        axes[0, j].set_yscale("log")
+        axes[0, j].set_title(f"{RUN_LABELS[run]}: NC1 by layer (train)", fontsize=10)
+        axes[0, j].set_ylabel("NC1 (log scale)")
+        axes[1, j].set_title(f"{RUN_LABELS[run]}: NCC accuracy, clean train means", fontsize=10)
+        axes[1, j].set_ylabel("accuracy (%)")
+        axes[1, j].set_ylim(-2, 102)
+        for i in range(2):
+            axes[i, j].set_xticks(x, [lay.replace("features.", "") for lay in layers],
+                                  rotation=30, fontsize=8)
+            axes[i, j].set_xlabel("tapped layer (input → output)")
+            axes[i, j].grid(alpha=0.3)
+            axes[i, j].legend(fontsize=8)
+    fig.suptitle(f"Layer-wise collapse, clean vs PGD ({eps_name} ε)", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, out_dir, f"layerwise_{eps_name}")
+
+
+def leap_2d(points: pd.DataFrame, out_dir: Path) -> Path:
+    """2-D view of the last layer: clean simplex, perturbed features and their leaps.
+
+    ``points`` has columns ``panel, kind (clean|perturbed|mean), label, x, y`` and, for
+    perturbed points, ``x0, y0`` (the clean position) and ``pred``.
+    """
+    panels = list(dict.fromkeys(points.panel))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 5.2), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    for ax, panel in zip(axes[0], panels, strict=True):
+        p = points[points.panel == panel]
+        means = p[p.kind == "mean"].sort_values("label")
+        clean = p[p.kind == "clean"]
+        pert = p[p.kind == "perturbed"]
+        ax.scatter(clean.x, clean.y, s=6, c=[cmap(int(c) % 10) for c in clean.label],
+                   alpha=0.25, label="clean features")
+        for _, row in pert.iterrows():
+            ax.annotate("", xy=(row.x, row.y), xytext=(row.x0, row.y0),
+                        arrowprops=dict(arrowstyle="->", color=cmap(int(row.label) % 10),
+                                        lw=0.5, alpha=0.5))
+        ax.scatter(pert.x, pert.y, s=14, marker="x",
+                   c=[cmap(int(c) % 10) for c in pert.label], label="perturbed (colour = label)")
+        ax.scatter(means.x, means.y, s=150, marker="*", edgecolor="k",
+                   c=[cmap(int(c) % 10) for c in means.label], label="clean class means",
+                   zorder=5)
+        for _, m in means.iterrows():
+            ax.annotate(str(int(m.label)), (m.x, m.y), fontsize=9, weight="bold",
+                        xytext=(4, 4), textcoords="offset points")
+        ax.set_title(panel, fontsize=10)
+        ax.set_xlabel("PC 1 of the clean class means")
+        ax.set_ylabel("PC 2 of the clean class means")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle("Last layer: each perturbed point (×) leaps from its clean position (arrow "
+                 "tail) towards a clean vertex (★)", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, out_dir, "leap_2d")
+
+
+def class_angles(analysis: pd.DataFrame, out_dir: Path, eps_name: str = "main") -> Path:
+    """Per-class angle between clean and PGD class means (last layer), per model."""
+    a = analysis[(analysis.eps_name == eps_name) & analysis["class"].notna()
+                 & (analysis.source == "pgd") & (analysis.metric == "class_angle")
+                 & (analysis.group == "label")]
+    runs = [r for r in RUN_COLORS if r in set(a.run)]
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    width = 0.8 / max(len(runs), 1)
+    for i, run in enumerate(runs):
+        r = a[a.run == run]
+        r = r[r.depth == r.depth.max()].sort_values("class")
+        ax.bar(r["class"].astype(int) + (i - (len(runs) - 1) / 2) * width,
+               r.value.astype(float), width, color=RUN_COLORS[run], label=RUN_LABELS[run])
+    ax.set_xlabel("class")
+    ax.set_ylabel("angle clean vs PGD class mean (degrees)")
+    ax.set_title(f"Per-class clean-vs-perturbed angle, last layer ({eps_name} ε; "
+                 "each simplex centred on its own mean)", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    return _save(fig, out_dir, f"class_angles_{eps_name}")
