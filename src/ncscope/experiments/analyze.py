@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ncscope.attacks import PGD, Attack, GaussianNoise, RandomSign
+from ncscope.attacks import PGD, Attack, GaussianL2, GaussianNoise, RandomSign
 from ncscope.collapse import FeatureTaps, LayerNC
 from ncscope.collapse.geometry import simplex_similarity
 from ncscope.models import classifier_of, default_taps, penultimate_layer
@@ -45,25 +45,33 @@ LONG_COLUMNS = ("layer", "depth", "source", "split", "reference", "group", "metr
 
 def default_sources(
     model: nn.Module, eps: float, *, steps: int = 10, alpha: float | None = None, seed: int = 0,
-    norm: str = "linf",
+    norm: str = "linf", input_dim: int | None = None,
 ) -> dict[str, Attack | None]:
     """The paper's perturbation sources at radius ``eps`` (pixel units).
 
-    ``pgd``: untargeted PGD-``steps``, step ``alpha`` (default ``eps/4``), uniform random start;
-    ``pgd_targeted``: the same towards ``(y+1) mod K``; ``gaussian``: i.i.d. N(0, eps²) pixel
-    noise; ``random_sign``: a random corner of the ℓ∞ ball. ``clean`` is ``None`` (no attack).
+    ``pgd``: untargeted PGD-``steps``, step ``alpha`` (default ``eps/4`` for ℓ∞, ``eps/8`` for
+    ℓ2), random start; ``pgd_targeted``: the same towards ``(y+1) mod K``; ``gaussian``: i.i.d.
+    N(0, eps²) pixel noise (ℓ∞) or a Gaussian direction rescaled to ℓ2 norm ``eps`` (ℓ2);
+    ``random_sign``: a random corner of the ℓ∞ ball (ℓ∞) or of the cube whose corners have ℓ2
+    norm ``eps`` (ℓ2; needs ``input_dim``). ``clean`` is ``None`` (no attack).
     """
-    a = eps / 4 if alpha is None else alpha
-    return {
+    a = alpha if alpha is not None else (eps / 4 if norm == "linf" else eps / 8)
+    pgd = {"eps": eps, "alpha": a, "steps": steps, "norm": norm}
+    if norm == "linf":
+        gaussian: Attack = GaussianNoise(eps, seed=seed + 2)
+        sign: Attack | None = RandomSign(eps, seed=seed + 3)
+    else:
+        gaussian = GaussianL2(eps, seed=seed + 2)
+        sign = RandomSign(eps / input_dim**0.5, seed=seed + 3) if input_dim else None
+    out: dict[str, Attack | None] = {
         "clean": None,
-        "pgd": PGD(model, eps=eps, alpha=a, steps=steps, norm=norm, seed=seed),
-        "pgd_targeted": PGD(
-            model, eps=eps, alpha=a, steps=steps, norm=norm, targeted=True, target_rule="next",
-            seed=seed + 1,
-        ),
-        "gaussian": GaussianNoise(eps, seed=seed + 2),
-        "random_sign": RandomSign(eps, seed=seed + 3),
+        "pgd": PGD(model, **pgd, seed=seed),
+        "pgd_targeted": PGD(model, **pgd, targeted=True, target_rule="next", seed=seed + 1),
+        "gaussian": gaussian,
     }
+    if sign is not None:
+        out["random_sign"] = sign
+    return out
 
 
 def _as_tensors(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,6 +130,9 @@ def analyze(
     *,
     test_data: Any = None,
     eps: float = 8 / 255,
+    norm: str = "linf",
+    alpha: float | None = None,
+    steps: int = 10,
     num_classes: int | None = None,
     batch_size: int = 256,
     reduce: str = "flatten",
@@ -145,7 +156,8 @@ def analyze(
             is targeted is grouped by target in its ``own`` view.
         test_data: optional test split: clean/robust accuracy and NCC accuracy around the clean
             *training* means.
-        eps: radius of the default sources (pixel units).
+        eps, norm, alpha, steps: threat model of the default sources (see
+            :func:`default_sources`; pixel units).
 
     Returns:
         A DataFrame with columns ``layer, depth, source, split, reference, group, metric, value``
@@ -175,7 +187,8 @@ def analyze(
     if sources is None:
         sources = DEFAULT_SOURCES
     if not isinstance(sources, Mapping):
-        builders = default_sources(model, eps, seed=seed)
+        builders = default_sources(model, eps, steps=steps, alpha=alpha, seed=seed, norm=norm,
+                                   input_dim=int(x_all[0].numel()))
         unknown = [s for s in sources if s not in builders]
         if unknown:
             raise ValueError(

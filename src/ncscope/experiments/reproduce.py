@@ -55,8 +55,10 @@ class ReproduceConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "piecewise"
+    norm: str = "linf"
     eps: float = 0.1
     eps_strong: float = 0.3
+    alpha: float | None = None
     steps: int = 10
     trades_beta: float = 6.0
     track_every: int = 5
@@ -66,6 +68,7 @@ class ReproduceConfig:
     analyze_batch: int = 512
     points_per_class: int = 15
     out_dir: str = "runs/reproduce"
+    device: str = "cpu"
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -78,6 +81,14 @@ class ReproduceConfig:
             raise ValueError("eps and eps_strong must lie in (0, 1] (pixel units)")
         if self.workers < 1 or self.threads < 1:
             raise ValueError("workers and threads must be >= 1")
+        if self.norm not in ("linf", "l2"):
+            raise ValueError(f"norm must be 'linf' or 'l2'; got {self.norm!r}")
+
+    def step_size(self, eps: float) -> float:
+        """PGD step: ``alpha`` if set, else ``eps/4`` (ℓ∞) or ``eps/8`` (ℓ2; 16/255 at 128/255)."""
+        if self.alpha is not None:
+            return self.alpha
+        return eps / 4 if self.norm == "linf" else eps / 8
 
 
 QUICK = {"epochs": 4, "track_every": 2, "points_per_class": 5}
@@ -168,15 +179,16 @@ def reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
     train = load_dataset(cfg.dataset, cfg.data_root, split="train", n_train=cfg.n_train,
                          seed=cfg.seed)
     test = load_dataset(cfg.dataset, cfg.data_root, split="test")
-    models = {run: load_model(out, run) for run in cfg.runs}
+    models = {run: load_model(out, run).to(cfg.device) for run in cfg.runs}
     frames = []
     for run, model in models.items():
         for eps_name, eps in (("main", cfg.eps), ("strong", cfg.eps_strong)):
             if eps_name == "strong" and run != "st":
                 continue
             t0 = time.perf_counter()
-            df = analyze(model, train, test_data=test, eps=eps, batch_size=cfg.analyze_batch,
-                         seed=cfg.seed, progress=cfg.progress)
+            df = analyze(model, train, test_data=test, eps=eps, norm=cfg.norm,
+                         alpha=cfg.step_size(eps), steps=cfg.steps, batch_size=cfg.analyze_batch,
+                         seed=cfg.seed, device=cfg.device, progress=cfg.progress)
             timings[f"analyze:{run}:{eps_name}"] = time.perf_counter() - t0
             df.insert(0, "eps", eps)
             df.insert(0, "eps_name", eps_name)
@@ -194,22 +206,24 @@ def reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
 
     # 3. 2-D leap view of the last layer.
     x, y = train.tensors
+    x, y = x.to(cfg.device), y.to(cfg.device)
     k = train.info.num_classes
     rows: list[dict[str, Any]] = []
     if "st" in models:
         st = models["st"]
         es = cfg.eps_strong
         rows += _points(st, x, y, {
-            f"untargeted PGD, ε={es:g}": PGD(st, eps=es, alpha=es / 4, steps=cfg.steps,
-                                             seed=cfg.seed),
-            f"targeted PGD → (y+1) mod K, ε={es:g}": PGD(st, eps=es, alpha=es / 4,
-                                                         steps=cfg.steps, targeted=True,
-                                                         seed=cfg.seed),
+            f"untargeted PGD, ε={es:g}": PGD(st, eps=es, alpha=cfg.step_size(es),
+                                             steps=cfg.steps, norm=cfg.norm, seed=cfg.seed),
+            f"targeted PGD → (y+1) mod K, ε={es:g}": PGD(st, eps=es, alpha=cfg.step_size(es),
+                                                         steps=cfg.steps, norm=cfg.norm,
+                                                         targeted=True, seed=cfg.seed),
         }, cfg.points_per_class, k, "ST, ")
     if "at" in models:
         at = models["at"]
         rows += _points(at, x, y, {f"untargeted PGD, ε={cfg.eps:g}": PGD(
-            at, eps=cfg.eps, alpha=cfg.eps / 4, steps=cfg.steps, seed=cfg.seed)},
+            at, eps=cfg.eps, alpha=cfg.step_size(cfg.eps), steps=cfg.steps, norm=cfg.norm,
+            seed=cfg.seed)},
             cfg.points_per_class, k, "AT, ")
     points = pd.DataFrame(rows)
     points.to_csv(out / "points.csv", index=False)
