@@ -27,7 +27,7 @@ venv: $(VENV)/.core
 dev: $(VENV)/.dev
 
 demo: $(VENV)/.core
-	$(PY) -m ncscope demo
+	$(PY) -m ncscope reproduce --config digits
 
 test: $(VENV)/.dev
 	$(PY) -m ruff check src tests benchmarks
@@ -37,8 +37,10 @@ lint: $(VENV)/.dev
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
 
-bench: $(VENV)/.core
+bench: $(VENV)/.dev
 	$(PY) benchmarks/bench_nc1.py
+	$(PY) benchmarks/bench_attacks.py
+	$(PY) benchmarks/bench_analyze.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache runs

@@ -1,0 +1,68 @@
+"""`ncscope reproduce --quick` end to end (CI profile): every output exists and parses."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from ncscope.cli import main
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory) -> tuple:
+    out = tmp_path_factory.mktemp("reproduce")
+    code = main(["reproduce", "--quick", "--set", f"out_dir={out}", "--set", "progress=false"])
+    return code, out
+
+
+def test_quick_run_writes_every_output(quick_run, capsys) -> None:
+    code, out = quick_run
+    assert code == 0
+    for name in ("history.csv", "history.jsonl", "analysis.csv", "analysis_wide.csv",
+                 "points.csv", "claims.json", "claims.csv", "summary.json", "config.json",
+                 "report.html"):
+        assert (out / name).is_file(), name
+    for fig in ("nc_vs_epoch", "layerwise_main", "class_angles_main", "leap_2d"):
+        for ext in ("png", "svg"):
+            assert (out / "figures" / f"{fig}.{ext}").stat().st_size > 1000, (fig, ext)
+
+
+def test_tables_parse_with_expected_columns(quick_run) -> None:
+    _, out = quick_run
+    hist = pd.read_csv(out / "history.csv")
+    assert {"run", "epoch", "source", "layer", "metric", "value"} <= set(hist.columns)
+    assert set(hist.run) == {"st", "at", "trades", "trades_bnquirk"}
+    assert {"clean", "perturbed"} <= set(hist.source)
+    lines = (out / "history.jsonl").read_text().splitlines()
+    assert len(lines) == len(hist) and json.loads(lines[0])["run"] in set(hist.run)
+    an = pd.read_csv(out / "analysis.csv")
+    assert {"run", "eps_name", "eps", "layer", "depth", "source", "split", "reference", "group",
+            "metric", "value", "class"} <= set(an.columns)
+    assert set(an.eps_name) == {"main", "strong"}
+    assert {"clean", "pgd", "pgd_targeted", "gaussian", "random_sign"} <= set(an.source)
+    wide = pd.read_csv(out / "analysis_wide.csv")
+    assert {"nc1", "nc3", "nc4", "ncc_accuracy", "leap_pred", "simplex_angle"} <= set(wide.columns)
+    pts = pd.read_csv(out / "points.csv")
+    assert {"panel", "kind", "label", "x", "y"} <= set(pts.columns)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["timings_s"]["total"] > 0
+
+
+def test_claims_table_has_t1_to_t9_with_numbers(quick_run) -> None:
+    _, out = quick_run
+    claims = json.loads((out / "claims.json").read_text())
+    assert [c["id"] for c in claims] == [f"T{i}" for i in range(1, 10)]
+    for c in claims:
+        assert c["numbers"] and c["rule"] and c["verdict"] in ("holds", "does not hold")
+        assert any(v is not None for v in c["numbers"].values())
+    html = (out / "report.html").read_text()
+    assert html.index("T1") < html.index("<figure")
+
+
+def test_report_command_rebuilds_and_errors(quick_run, tmp_path, capsys) -> None:
+    _, out = quick_run
+    assert main(["report", str(out)]) == 0
+    assert main(["report", str(tmp_path)]) == 2
+    assert "missing history.csv" in capsys.readouterr().err
