@@ -265,3 +265,11 @@ def test_existing_run_folder_is_protected(tmp_path) -> None:
     res = train(cfg.replace(overwrite=True, seed=3))
     lines = (tmp_path / "history.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in lines] == res.rows
+    # resume=True: nothing to resume in an empty folder -> a fresh run; results without a
+    # checkpoint -> refused
+    fresh = train(cfg.replace(out_dir=str(tmp_path / "new")), resume=True)
+    assert fresh.rows == train(cfg.replace(out_dir=None)).rows
+    for p in (tmp_path / "checkpoints").iterdir():
+        p.unlink()
+    with pytest.raises(FileExistsError, match="no checkpoint to resume"):
+        train(cfg, resume=True)

@@ -349,13 +349,18 @@ class Trainer:
             return found[-1][1] if found else None
         return Path(resume)
 
-    def _check_run_dir(self, resuming: bool) -> None:
+    def _check_run_dir(self, resuming: bool, wanted: bool = False) -> None:
         if self.run_dir is None or resuming:
             return
         existing = [
             p for p in (self.run_dir / "history.jsonl", self.run_dir / "checkpoints") if p.exists()
         ]
         if existing and not self.config.overwrite:
+            if wanted:
+                raise FileExistsError(
+                    f"run folder {self.run_dir} holds results but no checkpoint to resume "
+                    "from; set overwrite=True to start over"
+                )
             raise FileExistsError(
                 f"run folder {self.run_dir} already holds results ({existing[0].name}); pass "
                 "resume=True to continue it or set overwrite=True to start over"
@@ -400,8 +405,8 @@ class Trainer:
         ckpt_file = self._resume_path(resume)
         state = None
         if ckpt_file is not None:
-            state = load_checkpoint(ckpt_file, map_location=self.device)
-        self._check_run_dir(resuming=state is not None)
+            state = load_checkpoint(ckpt_file)  # CPU: RNG states must stay CPU tensors
+        self._check_run_dir(resuming=state is not None, wanted=resume is not False)
         if state is not None:
             self.load_state_dict(state, source=f"checkpoint {ckpt_file}")
         else:
