@@ -11,9 +11,11 @@ from ncscope.train import TrainConfig, train
 def test_bn_mlp_on_digits_reaches_terminal_phase(tmp_path) -> None:
     """BN-MLP 64-512-512-256-128-10, SGD 0.9, lr 0.05, piecewise, wd 5e-4, batch 128 — the
     §7.1 recipe shortened to 100 epochs (≈ 15 s on one thread; the drops come at epochs 25
-    and 37.5). Expected (§7.1 (a), ST at eps 0.1): 100 % train accuracy, ≈ 99 % test accuracy,
-    clean NC1/K ≈ 0.016, PGD test accuracy ≈ 0.6, perturbed NC1/K ≫ clean, the perturbed class
-    means rotated by ≈ 17-19° from the clean simplex."""
+    and 37.5). Expected (§7.1 (a), ST at eps 0.1, 300 epochs): 100 % train accuracy, ≈ 99 %
+    test accuracy, clean NC1/K ≈ 0.016 (≈ 0.03 after 100 epochs), PGD test accuracy ≈ 0.6,
+    perturbed NC1/K ≫ clean, perturbed class means rotated by ≈ 17-19° from the clean simplex.
+    Measured here (1 thread): train 1.0, test 0.989, NC1/K clean 0.029 vs PGD 1.28, PGD test
+    accuracy 0.584, angle 18.9°."""
     cfg = TrainConfig.digits_recipe(
         "st",
         epochs=100,
@@ -28,7 +30,7 @@ def test_bn_mlp_on_digits_reaches_terminal_phase(tmp_path) -> None:
     assert clean["epoch"] == 100
     assert clean["accuracy"] == 1.0  # terminal phase: interpolates the training set
     assert clean["ncc_accuracy"] == 1.0 and clean["nc4"] < 0.01
-    assert clean["nc1_over_k"] < 0.03
+    assert clean["nc1_over_k"] < 0.05
     assert res.final("test_clean")["accuracy"] > 0.97
     robust = res.final("test_pgd")["accuracy"]
     assert 0.4 < robust < 0.8

@@ -23,6 +23,12 @@ mode** and, under ``no_grad``, measured on:
 carries the network's cross-entropy ``loss`` and ``accuracy`` on ``source``, the sample count
 ``n`` and every key of :meth:`NCStats.compute` (``nc1``, ``nc1_over_k``, ``equinorm_means``,
 ``equiangular_means``, ``nc3``, ``nc4``, ``ncc_accuracy``, ``simplex_angle`` [degrees], ...).
+In a row measured around *another* reference (``reference != source``) the geometry of the
+means (``equinorm_means``, ``equiangular_means``, ``etf_error_means``, ``nc3``) describes the
+reference simplex; what describes the measured data there is ``nc1`` (scatter around the
+reference means), ``ncc_accuracy``, ``nc4``, the ``leap_*`` keys and the simplex similarity
+(``simplex_angle``, ``simplex_distance``, ``global_mean_*``: measured vs reference means).
+Rows with ``reference == source`` are the paper's NC of that data (its own means).
 
 Streaming: every pass runs batch by batch into the NC accumulators; perturbed images are never
 held in memory — the training-time ones come from a :class:`~ncscope.train.spool.TensorSpool`
