@@ -1,112 +1,74 @@
-"""Bridge between ``reproduce`` and the trainer: train one run, save model and history."""
+"""Bridge between ``reproduce`` and :mod:`ncscope.train`: one run in, weights + history out."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
 from torch import nn
 
-from ncscope.attacks import PGD, TRADES
-from ncscope.collapse import FeatureTaps, NCStats
-from ncscope.data import load_dataset, make_loader
-from ncscope.models import classifier_of, create_model, penultimate_layer
+from ncscope.models import create_model
+from ncscope.train import TrainConfig, train
 
 if TYPE_CHECKING:
     from ncscope.experiments.reproduce import ReproduceConfig
 
-METRICS = ("nc1", "nc1_over_k", "equinorm_means", "equiangular_means", "equinorm_weights",
-           "equiangular_weights", "nc3", "nc4", "ncc_accuracy", "net_accuracy")
+#: Metrics copied from the trainer's rows into the reproduce history (long format).
+METRICS = ("nc1", "nc1_over_k", "trace_ratio", "equinorm_means", "equiangular_means",
+           "equinorm_weights", "equiangular_weights", "etf_error_means", "nc3", "nc4",
+           "ncc_accuracy", "accuracy", "loss", "simplex_angle")
 
 
-def _lr(cfg: ReproduceConfig, t: float) -> float:
-    if t < 0.25 * cfg.epochs:
-        return cfg.lr
-    if t < 0.375 * cfg.epochs:
-        return cfg.lr / 10
-    return cfg.lr / 100
-
-
-def _nc(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, Any]:
-    head = classifier_of(model)
-    pen = penultimate_layer(model)
-    stats = NCStats(head.out_features, head.weight.detach(), head.bias.detach())
-    with FeatureTaps(model, [pen]) as taps, torch.no_grad():
-        for x, y in batches:
-            model(x)
-            stats.update(taps.features[pen], y)
-        for x, y in batches:
-            model(x)
-            stats.update_measured(taps.features[pen], y)
-    return stats.compute()
+def train_config(cfg: ReproduceConfig, run: str, out: Path) -> TrainConfig:
+    """The :class:`TrainConfig` of one reproduce run (``st``, ``at``, ``trades``,
+    ``trades_bnquirk``)."""
+    mode = "trades" if run.startswith("trades") else run
+    return TrainConfig(
+        dataset=cfg.dataset, model=cfg.model, mode=mode, epochs=cfg.epochs,
+        batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay, schedule=cfg.schedule, seed=cfg.seed,
+        n_train=cfg.n_train, data_root=cfg.data_root, eps=cfg.eps,
+        alpha=cfg.step_size(cfg.eps), steps=cfg.steps, norm=cfg.norm,
+        trades_beta=cfg.trades_beta, bn_quirk=run == "trades_bnquirk",
+        # The first epoch, every k-th and the last (T1 compares the first with the last).
+        track_epochs=sorted({1, cfg.epochs, *range(cfg.track_every, cfg.epochs + 1,
+                                                    cfg.track_every)}),
+        track_layers="penultimate",
+        # ST: fresh eval-mode PGD after the epoch; AT/TRADES: the training-time perturbations.
+        track_fresh_attack=mode == "st", track_perturbed=mode != "st",
+        track_test=True, track_test_attack=True,
+        out_dir=str(out / run), overwrite=True, checkpoint_every=max(cfg.epochs // 4, 1),
+        threads=cfg.threads, progress=False, device=cfg.device,
+    )
 
 
 def train_run(cfg: ReproduceConfig, run: str, out: Path) -> None:
-    """Train ``run`` (st | at | trades | trades_bnquirk); write model.pt and history.json."""
-    torch.manual_seed(cfg.seed)
-    train = load_dataset(cfg.dataset, cfg.data_root, split="train", n_train=cfg.n_train,
-                         seed=cfg.seed)
-    model = create_model(cfg.model, dataset=cfg.dataset)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                          weight_decay=cfg.weight_decay)
-    alpha = cfg.eps / 4
-    if run == "at":
-        atk = PGD(model, eps=cfg.eps, alpha=alpha, steps=cfg.steps, model_mode="train",
-                  seed=cfg.seed)
-    elif run.startswith("trades"):
-        atk = TRADES(model, eps=cfg.eps, alpha=alpha, steps=cfg.steps, seed=cfg.seed)
-    else:
-        atk = None
-    rows: list[dict[str, Any]] = []
-    x_all, y_all = train.tensors
-    eval_batches = [(x_all[i:i + 512], y_all[i:i + 512]) for i in range(0, len(y_all), 512)]
-    track_pgd = PGD(model, eps=cfg.eps, alpha=alpha, steps=cfg.steps, seed=cfg.seed + 7)
-    for epoch in range(1, cfg.epochs + 1):
-        loader = make_loader(train, batch_size=cfg.batch_size, seed=cfg.seed + epoch)
-        n = len(loader)
-        for i, (x, y) in enumerate(loader):
-            for g in opt.param_groups:
-                g["lr"] = _lr(cfg, epoch - 1 + (i + 1) / n)
-            model.train(run != "trades_bnquirk")
-            if run == "st":
-                loss = nn.functional.cross_entropy(model(x), y)
-            elif run == "at":
-                loss = nn.functional.cross_entropy(model(atk(x, y)), y)
-            else:
-                xa = atk(x, y)
-                logits = model(x)
-                kl = nn.functional.kl_div(nn.functional.log_softmax(model(xa), 1),
-                                          nn.functional.softmax(logits, 1), reduction="sum")
-                loss = nn.functional.cross_entropy(logits, y) + cfg.trades_beta * kl / len(y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        if epoch == 1 or epoch % cfg.track_every == 0 or epoch == cfg.epochs:
-            model.eval()
-            adv = [(track_pgd(x, y), y) for x, y in eval_batches]
-            for source, batches in (("clean", eval_batches), ("perturbed", adv)):
-                res = _nc(model, batches)
-                for m in METRICS:
-                    rows.append(dict(run=run, epoch=epoch, source=source,
-                                     layer=penultimate_layer(model), metric=m, value=res[m]))
-    model.eval()
-    d = out / run
-    d.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), d / "model.pt")
-    (d / "history.json").write_text(json.dumps(rows))
+    """Train one run with :func:`ncscope.train.train` (writes ``out/run``)."""
+    train(train_config(cfg, run, out))
 
 
 def load_history(out: Path, run: str) -> pd.DataFrame:
-    """History rows of ``run`` (long format)."""
-    return pd.DataFrame(json.loads((out / run / "history.json").read_text()))
+    """The trainer's rows of ``run`` as the reproduce history: ``run, epoch, source
+    (clean | perturbed), layer, metric, value`` (own class means)."""
+    rows = pd.read_csv(out / run / "history.csv")
+    perturbed = "train_pgd" if run == "st" else "train_perturbed"
+    keep = rows[(rows.source == rows.reference)
+                & rows.source.isin(["train_clean", perturbed])].copy()
+    keep["source"] = keep.source.map({"train_clean": "clean", perturbed: "perturbed"})
+    metrics = [m for m in METRICS if m in keep.columns]
+    long = keep.melt(id_vars=["epoch", "source", "layer"], value_vars=metrics,
+                     var_name="metric", value_name="value")
+    long.insert(0, "run", run)
+    return long.sort_values(["epoch", "source", "metric"]).reset_index(drop=True)
 
 
-def load_model(out: Path, run: str, cfg: ReproduceConfig | None = None) -> nn.Module:
-    """The trained model of ``run`` in eval mode."""
+def load_model(out: Path, run: str) -> nn.Module:
+    """The trained model of ``run`` (eval mode, CPU)."""
     conf = json.loads((out / "config.json").read_text())
     model = create_model(conf["model"], dataset=conf["dataset"])
-    model.load_state_dict(torch.load(out / run / "model.pt", weights_only=True))
+    state = torch.load(out / run / "model.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
     return model.eval()
