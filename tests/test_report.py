@@ -282,10 +282,6 @@ def test_claims_from_csv_round_trip_match(tmp_path) -> None:
         c.to_dict() for c in judge_claims(h, a)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "claims._Tables.hist picks the layer of the LAST ROW in file order, not the penultimate "
-    "layer: a history tracking several layers, sorted by layer name, judges T1 on "
-    "features.block2 (see the report's proposed patch)"))
 def test_t1_reads_penultimate_layer_whatever_the_row_order() -> None:
     h, a = make_tables()
     other = []
@@ -299,9 +295,6 @@ def test_t1_reads_penultimate_layer_whatever_the_row_order() -> None:
     assert c.numbers["nc1_last"] == pytest.approx(0.0625) and c.holds is True
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "T7 with one TRADES variant measured as failing and the other missing is reported 'not "
-    "measured'; a measured counter-example already falsifies 'both BN variants'"))
 def test_t7_one_variant_fails_other_missing_does_not_hold() -> None:
     h, a = drop_runs(*make_tables(), "trades_bnquirk")
     a = set_nc1(a, 0.375, run="trades", source="clean")

@@ -8,9 +8,10 @@ vector read by the final linear layer. No per-architecture code is involved.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fnmatch
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -157,6 +158,20 @@ class FeatureTaps:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[FeatureTaps]:
+        """Remove the hooks for the duration of the block (e.g. while an attack runs its own
+        forward/backward passes), then put them back; the last features are kept."""
+        active = bool(self._handles)
+        store, calls = self._store, self._calls
+        self.close()
+        try:
+            yield self
+        finally:
+            if active:
+                self.__enter__()
+                self._store, self._calls = store, calls
 
     def clear(self) -> None:
         """Forget the features of the previous forward pass."""

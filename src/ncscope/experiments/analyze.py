@@ -218,9 +218,14 @@ def analyze(
                     pred = model(x).argmax(1)
                 return tap.features, pred
 
+            def attack(atk: Attack, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+                with tap.paused():  # the attack's own passes capture no features
+                    return atk(x, y)
+
             # Sweep 1: clean pass 1; every attack once per batch (cached); own pass 1.
+            # The clean source's own view *is* the clean reference: measured once (sweep 2).
             for s in srcs:
-                s.own = new()
+                s.own = None if s.attack is None else new()
             for x, y in tqdm(batches, desc="analyze: attacks + pass 1", disable=not progress):
                 x, y = x.to(dev), y.to(dev)
                 f_clean, _ = feats(x)
@@ -228,29 +233,31 @@ def analyze(
                 for s in srcs:
                     t0 = time.perf_counter()
                     if s.attack is None:
-                        xs, tgt = x, None
-                    else:
-                        xs = s.attack(x, y)
-                        tgt = s.attack.last_report.targets if s.targeted else None
+                        continue
+                    xs = attack(s.attack, x, y)
+                    tgt = s.attack.last_report.targets if s.targeted else None
                     s.seconds += time.perf_counter() - t0
                     s.cache.append(xs.detach().cpu())
                     if tgt is not None:
                         s.targets.append(tgt.detach().cpu())
-                    f, _ = (f_clean, None) if s.attack is None else feats(xs)
+                    f, _ = feats(xs)
                     s.own.update(f, y if tgt is None else tgt)
 
             # Sweep 2: second passes from the cached inputs (one forward per source batch).
             for s in srcs:
                 s.vs_clean = copy.deepcopy(clean_ref)
+                if s.attack is None:
+                    s.own = s.vs_clean
                 if s.targeted:
                     s.vs_clean_by_target = copy.deepcopy(clean_ref)
-            for b, (_, y) in enumerate(tqdm(batches, desc="analyze: pass 2",
+            for b, (x, y) in enumerate(tqdm(batches, desc="analyze: pass 2",
                                             disable=not progress)):
                 y = y.to(dev)
                 for s in srcs:
-                    f, pred = feats(s.cache[b].to(dev))
+                    f, pred = feats((x if s.attack is None else s.cache[b]).to(dev))
                     tgt = s.targets[b].to(dev) if s.targeted else None
-                    s.own.update_measured(f, y if tgt is None else tgt, predictions=pred)
+                    if s.own is not s.vs_clean:
+                        s.own.update_measured(f, y if tgt is None else tgt, predictions=pred)
                     s.vs_clean.update_measured(f, y, predictions=pred, targets=tgt)
                     if tgt is not None:
                         s.vs_clean_by_target.update_measured(f, tgt, predictions=pred,
@@ -269,7 +276,7 @@ def analyze(
                     y = y_te[i : i + batch_size].to(dev)
                     for s in srcs:
                         t0 = time.perf_counter()
-                        xs = x if s.attack is None else s.attack(x, y)
+                        xs = x if s.attack is None else attack(s.attack, x, y)
                         s.seconds += time.perf_counter() - t0
                         tgt = s.attack.last_report.targets if s.targeted else None
                         f, pred = feats(xs)

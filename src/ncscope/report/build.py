@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -56,6 +57,7 @@ def build_report(run_dir: str | Path) -> Path:
         )
     history = pd.read_csv(run / "history.csv")
     analysis = pd.read_csv(run / "analysis.csv")
+    analysis["class"] = analysis.get("class", pd.Series(pd.NA, index=analysis.index))
     analysis["class"] = analysis["class"].astype("Int64")
     figdir = run / "figures"
     figs = [
@@ -85,7 +87,7 @@ def build_report(run_dir: str | Path) -> Path:
     summary = {}
     if (run / "summary.json").is_file():
         summary = json.loads((run / "summary.json").read_text())
-    cfg = summary.get("config", {})
+    cfg = {k: html.escape(str(v)) for k, v in summary.get("config", {}).items()}
     total = summary.get("timings_s", {}).get("total")
     intro = (
         f"Data: <code>{cfg.get('dataset', '?')}</code>, model <code>{cfg.get('model', '?')}"

@@ -15,6 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ncscope.report.claims import penultimate_of  # noqa: E402
+
 RUN_COLORS = {"st": "#1f77b4", "at": "#d62728", "trades": "#2ca02c", "trades_bnquirk": "#9467bd"}
 RUN_LABELS = {"st": "ST", "at": "AT (PGD)", "trades": "TRADES",
               "trades_bnquirk": "TRADES (BN quirk)"}
@@ -41,7 +43,7 @@ def nc_vs_epoch(history: pd.DataFrame, out_dir: Path) -> Path:
                               & (history.metric == metric)]
                 if not len(sel):
                     continue
-                sel = sel[sel.layer == sel.layer.iloc[-1]].sort_values("epoch")
+                sel = sel[sel.layer == penultimate_of(sel.layer)].sort_values("epoch")
                 y = sel.value.astype(float).clip(lower=1e-6)
                 ax.plot(sel.epoch, y, style, color=color, lw=1.6,
                         label=f"{RUN_LABELS[run]} {source}")
