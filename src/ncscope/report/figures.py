@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -33,9 +34,11 @@ def _save(fig: plt.Figure, out_dir: Path, name: str) -> Path:
 
 def nc_vs_epoch(history: pd.DataFrame, out_dir: Path) -> Path:
     """NC1–NC4 of the penultimate layer against epoch, clean (solid) vs perturbed (dashed)."""
-    panels = [("nc1", "NC1 = Tr(Σ_W Σ_B⁺)"), ("equiangular_means", "NC2: equiangularity"),
-              ("nc3", "NC3: ‖W/‖W‖ − M̃/‖M̃‖‖²"), ("nc4", "NC4: NCC ≠ network")]
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    panels = [("nc1", "NC1 = Tr(Σ_W Σ_B⁺)"),
+              ("equiangular_means", "NC2: mean |cos(μ̃_c, μ̃_c′) + 1/(K−1)|"),
+              ("nc3", "NC3: ‖W/‖W‖ − M̃/‖M̃‖‖²"), ("nc4", "NC4: fraction NCC ≠ network")]
+    fig, grid = plt.subplots(2, 2, figsize=(12, 8))
+    axes = grid.ravel()
     for ax, (metric, title) in zip(axes, panels, strict=True):
         for run, color in RUN_COLORS.items():
             for source, style in (("clean", "-"), ("perturbed", "--")):
@@ -48,15 +51,18 @@ def nc_vs_epoch(history: pd.DataFrame, out_dir: Path) -> Path:
                 ax.plot(sel.epoch, y, style, color=color, lw=1.6,
                         label=f"{RUN_LABELS[run]} {source}")
         ax.set_yscale("log")
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
-        ax.set_title(title, fontsize=10)
+        ax.set_ylabel("value (log scale)")
+        ax.set_title(title, fontsize=11)
         ax.grid(alpha=0.3, which="both")
-    axes[0].set_ylabel("value (log scale)")
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8,
-               bbox_to_anchor=(0.5, -0.12))
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=9,
+               bbox_to_anchor=(0.5, -0.06))
     fig.suptitle("Penultimate-layer NC on training data: clean (solid) vs training-time "
-                 "perturbations (dashed)", fontsize=11)
+                 "perturbations (dashed)", fontsize=12)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
     return _save(fig, out_dir, "nc_vs_epoch")
 
 
@@ -115,8 +121,7 @@ def leap_2d(points: pd.DataFrame, out_dir: Path) -> Path:
         means = p[p.kind == "mean"].sort_values("label")
         clean = p[p.kind == "clean"]
         pert = p[p.kind == "perturbed"]
-        ax.scatter(clean.x, clean.y, s=6, c=[cmap(int(c) % 10) for c in clean.label],
-                   alpha=0.25, label="clean features")
+        ax.scatter(clean.x, clean.y, s=5, c="0.75", alpha=0.5, label="clean features")
         for _, row in pert.iterrows():
             ax.annotate("", xy=(row.x, row.y), xytext=(row.x0, row.y0),
                         arrowprops=dict(arrowstyle="->", color=cmap(int(row.label) % 10),
@@ -133,7 +138,7 @@ def leap_2d(points: pd.DataFrame, out_dir: Path) -> Path:
         ax.set_xlabel("PC 1 of the clean class means")
         ax.set_ylabel("PC 2 of the clean class means")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3)
     fig.suptitle("Last layer: each perturbed point (×) leaps from its clean position (arrow "
                  "tail) towards a clean vertex (★)", fontsize=11)
     fig.tight_layout()
@@ -153,6 +158,8 @@ def class_angles(analysis: pd.DataFrame, out_dir: Path, eps_name: str = "main") 
         r = r[r.depth == r.depth.max()].sort_values("class")
         ax.bar(r["class"].astype(int) + (i - (len(runs) - 1) / 2) * width,
                r.value.astype(float), width, color=RUN_COLORS[run], label=RUN_LABELS[run])
+    if len(a):
+        ax.set_xticks(sorted(int(c) for c in a["class"].unique()))
     ax.set_xlabel("class")
     ax.set_ylabel("angle clean vs PGD class mean (degrees)")
     ax.set_title(f"Per-class clean-vs-perturbed angle, last layer ({eps_name} ε; "

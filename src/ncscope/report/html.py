@@ -21,7 +21,8 @@ td,th{border:1px solid #ccc;padding:4px 7px;vertical-align:top;text-align:left}
 th{background:#f3f3f3}.holds{background:#dff3df}.fails{background:#f8dede}
 .na{background:#eee}figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.9em;color:#444}code{background:#f5f5f5;padding:0 3px}
-.muted{color:#666;font-size:.9em}
+.muted{color:#666;font-size:.9em}td:nth-child(4){white-space:nowrap;font-family:monospace;
+font-size:.95em}
 """
 
 # Marks the page once every image has decoded (checked by the headless-browser test).
@@ -68,7 +69,11 @@ def claims_table(claims: list[Claim]) -> str:
             f"<td>{html.escape(c.rule)}</td><td>{nums}</td>"
             f"<td class='{cls}'><b>{c.verdict()}</b></td></tr>"
         )
-    return ("<table><tr><th>#</th><th>claim</th><th>rule</th><th>measured</th><th>verdict</th>"
+    counts = {v: sum(c.verdict() == v for c in claims)
+              for v in ("holds", "does not hold", "not measured")}
+    summary = ", ".join(f"{n} {v}" for v, n in counts.items())
+    return (f"<p><b>{len(claims)} claims: {summary}.</b></p>"
+            "<table><tr><th>#</th><th>claim</th><th>rule</th><th>measured</th><th>verdict</th>"
             "</tr>" + "".join(rows) + "</table>")
 
 
