@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -96,7 +97,7 @@ def test_bad_checkpoints_give_one_line_errors_and_overwrite_nothing(
     if damage == "truncated":
         ckpt.write_bytes(good[: len(good) // 2])
     elif damage == "garbage":
-        ckpt.write_bytes(os.urandom(4096))
+        ckpt.write_bytes(random.Random(0).randbytes(4096))
     elif damage == "foreign_dict":
         torch.save({"state_dict": {"w": torch.zeros(2)}, "epoch": 2}, ckpt)
     else:

@@ -273,3 +273,18 @@ def test_existing_run_folder_is_protected(tmp_path) -> None:
         p.unlink()
     with pytest.raises(FileExistsError, match="no checkpoint to resume"):
         train(cfg, resume=True)
+
+
+def test_command_line_entry_point(tmp_path, capsys) -> None:
+    from ncscope.train.__main__ import main
+
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(tiny(out_dir=str(tmp_path / "run")).to_yaml())
+    assert main([str(cfg_file), "epochs=1", "mode=at", "track_test_attack=false"]) == 0
+    assert "train_clean_acc" in capsys.readouterr().out
+    saved = TrainConfig.from_yaml(tmp_path / "run" / "config.yaml")
+    assert (saved.epochs, saved.mode) == (1, "at")
+    assert main([str(cfg_file), "epochs=1"]) == 2  # folder holds results: refused
+    assert "resume=True" in capsys.readouterr().err
+    assert main([str(cfg_file), "mode=madry"]) == 2
+    assert "valid values: st, at, trades" in capsys.readouterr().err

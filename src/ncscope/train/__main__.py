@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = TrainConfig.from_dict(data)
         result = train(cfg, resume=args.resume)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, TypeError, OSError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     import os

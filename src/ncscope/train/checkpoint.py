@@ -195,21 +195,17 @@ def _diagnose(path: Path, exc: BaseException) -> str:
     """Why ``torch.load(weights_only=True)`` failed, in a few words."""
     with open(path, "rb") as fh:
         head = fh.read(4)
-    is_zip = head == b"PK\x03\x04"
-    text = str(exc)
-    if "Weights only load failed" in text:
-        if is_zip:
-            return (
-                "holds pickled Python objects that weights-only loading refuses "
-                "(not an ncscope training checkpoint)"
-            )
+    if head != b"PK\x03\x04":  # torch.save writes a zip archive
         return "is not a torch checkpoint (unreadable bytes; corrupt or a different format)"
-    if is_zip or "PytorchStreamReader" in text or "zip archive" in text:
+    if "Weights only load failed" in str(exc):
         return (
-            "is truncated or damaged (not a complete torch zip archive: "
-            f"{type(exc).__name__}: {_one_line(exc)})"
+            "holds pickled Python objects that weights-only loading refuses "
+            "(not an ncscope training checkpoint)"
         )
-    return f"is corrupt or unreadable ({type(exc).__name__}: {_one_line(exc)})"
+    return (
+        "is truncated or damaged (not a complete torch zip archive: "
+        f"{type(exc).__name__}: {_one_line(exc)})"
+    )
 
 
 def load_checkpoint(
