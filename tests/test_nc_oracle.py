@@ -91,3 +91,12 @@ def test_streaming_large_dim_small_memory() -> None:
     tr_w = float(z.pow(2).sum() / len(h))
     tr_b = float((mu - h.double().mean(0)).pow(2).sum() / k)
     assert res["trace_ratio"] == pytest.approx(tr_w / tr_b, rel=1e-9)
+
+
+def test_thousand_classes_match_oracle() -> None:
+    # K = 1000 > d: rank min(K-1, d) = d; the K×K Gram path against the dense d×d oracle.
+    h, y = clustered(1000, 48, 3, 0.05, seed=11)
+    w = torch.randn(1000, 48, generator=torch.Generator().manual_seed(2))
+    got = nc_metrics(h, y, weight=w)
+    assert got["rank"] == 48 and got["num_classes"] == 1000
+    assert_close(got, dense_nc(h, y, 1000, weight=w), rtol=1e-6)
