@@ -168,11 +168,17 @@ def test_sigkill_during_an_epoch_then_resume_is_exact(tmp_path) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    ckpt2 = tmp_path / "killed" / "checkpoints" / "epoch_0002.pt"
+    ckpt_dir = tmp_path / "killed" / "checkpoints"
+
+    def newest() -> int:
+        found = list_checkpoints(ckpt_dir)
+        return found[-1][0] if found else 0
+
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            if ckpt2.exists() and _progress(progress) >= (3, 1):
+            k = newest()
+            if k >= 2 and _progress(progress) >= (k + 1, 1):
                 os.kill(proc.pid, signal.SIGKILL)
                 break
             time.sleep(0.01)
@@ -180,13 +186,13 @@ def test_sigkill_during_an_epoch_then_resume_is_exact(tmp_path) -> None:
         proc.wait(timeout=60)
         err = proc.stderr.read().decode() if proc.stderr else ""
     assert proc.returncode == -signal.SIGKILL, f"run ended on its own: {err[-2000:]}"
-    assert _progress(progress)[0] == 3
-    assert [e for e, _ in list_checkpoints(tmp_path / "killed" / "checkpoints")] == [2]
+    k = newest()  # normally 2
+    assert 2 <= k < 4 and _progress(progress)[0] == k + 1  # killed inside the next epoch
     history = tmp_path / "killed" / "history.jsonl"
-    assert {r["epoch"] for r in read_jsonl(history)} == {1, 2}
-    # simulate a crash after measuring epoch 3 but before its checkpoint: stale + torn rows
+    assert {r["epoch"] for r in read_jsonl(history)} <= set(range(1, k + 2))
+    # simulate a crash after measuring the epoch but before its checkpoint: stale + torn rows
     with open(history, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"epoch": 3, "source": "stale"}) + "\n" + '{"epoch": 3, "sou')
+        fh.write(json.dumps({"epoch": k + 1, "source": "stale"}) + "\n" + '{"epoch": 3, "sou')
 
     resumed = train(cfg, resume=True)
     reference = train(cfg.replace(out_dir=str(tmp_path / "reference")))

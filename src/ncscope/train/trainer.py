@@ -500,6 +500,9 @@ class Trainer:
         if fresh:
             if ckpt_dir.exists():
                 shutil.rmtree(ckpt_dir)
+        elif ckpt_dir.exists():  # temp files of a write interrupted by a crash
+            for tmp in ckpt_dir.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 (self.run_dir / "timings.jsonl").unlink()
         atomic_write_text(self.run_dir / "config.yaml", cfg.to_yaml())
