@@ -288,3 +288,19 @@ def test_command_line_entry_point(tmp_path, capsys) -> None:
     assert "resume=True" in capsys.readouterr().err
     assert main([str(cfg_file), "mode=madry"]) == 2
     assert "valid values: st, at, trades" in capsys.readouterr().err
+
+
+def test_track_init_measures_epoch_zero_without_changing_training() -> None:
+    from ncscope.train import TrainConfig, train
+
+    base = dict(dataset="digits", n_per_class=10, mode="at", epochs=2, eps=0.1, steps=2,
+                progress=False, model_kwargs={"widths": [16]}, track_test=False)
+    with_init = train(TrainConfig(**base, track_init=True))
+    without = train(TrainConfig(**base))
+    h = with_init.history
+    first = set(h[h.epoch == 0].source)
+    assert h.epoch.iloc[0] == 0 and "train_clean" in first and "train_perturbed" not in first
+    assert h[h.epoch == 0].nc1.iloc[0] > h[h.epoch == 2].nc1.iloc[0]
+    for (k, a), b in zip(with_init.model.state_dict().items(),
+                         without.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k

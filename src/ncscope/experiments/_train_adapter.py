@@ -33,10 +33,11 @@ def train_config(cfg: ReproduceConfig, run: str, out: Path) -> TrainConfig:
         n_train=cfg.n_train, data_root=cfg.data_root, eps=cfg.eps,
         alpha=cfg.step_size(cfg.eps), steps=cfg.steps, norm=cfg.norm,
         trades_beta=cfg.trades_beta, bn_quirk=run == "trades_bnquirk",
-        # The first epoch, every k-th and the last (T1 compares the first with the last).
+        # The initialised model (epoch 0), the first epoch, every k-th and the last.
+        track_init=True,
         track_epochs=sorted({1, cfg.epochs, *range(cfg.track_every, cfg.epochs + 1,
                                                     cfg.track_every)}),
-        track_layers="penultimate",
+        track_layers="all",
         # ST: fresh eval-mode PGD after the epoch; AT/TRADES: the training-time perturbations.
         track_fresh_attack=mode == "st", track_perturbed=mode != "st",
         track_test=True, track_test_attack=True,

@@ -169,6 +169,8 @@ class TrainConfig:
             ``default_taps`` plus the penultimate features) or a list of layer specs.
         track_perturbed: AT/TRADES: NC on the perturbed batches generated *during* the epoch
             (streamed to a scratch file, measured with the epoch's final weights).
+        track_init: also measure the freshly initialised model before training (rows with
+            ``epoch = 0``; no training-time perturbations exist yet). Only on a fresh start.
         track_fresh_attack: NC on a fresh eval-mode PGD of the training set after the epoch;
             ``None`` = on for ST, off for AT/TRADES.
         track_test / track_test_attack: clean and PGD test accuracy (+ NCC test accuracy with
@@ -228,6 +230,7 @@ class TrainConfig:
     track_epochs: list[int] | None = None
     track_layers: str | list[str] = "penultimate"
     track_perturbed: bool = True
+    track_init: bool = False
     track_fresh_attack: bool | None = None
     track_test: bool = True
     track_test_attack: bool = True

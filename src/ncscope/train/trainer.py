@@ -424,6 +424,11 @@ class Trainer:
         else:
             self._forward = _MultiForward(self.model)
 
+        if state is None and cfg.track_init:
+            rows = self.track(0)  # the initialised model: the start of the NC trajectory
+            self.rows.extend(rows)
+            if writer is not None:
+                writer.append(rows)
         show = cfg.progress and info.is_main and sys.stderr.isatty()
         for cb in self.callbacks:
             cb.on_fit_start(self)
