@@ -63,8 +63,10 @@ def build_report(run_dir: str | Path) -> Path:
     figs = [
         (figures.nc_vs_epoch(history, figdir),
          "NC1–NC4 of the penultimate layer on the training set at every tracked epoch (log "
-         "scale). Solid: clean data; dashed: the perturbations of that epoch (ST: fresh PGD "
-         "after the epoch; AT/TRADES: the training-time perturbations)."),
+         "scale; NC4, which reaches 0, on a symmetric-log axis linear below 1e-3). Solid: clean "
+         "data; dashed: the perturbations of that epoch (ST: fresh PGD after the epoch; "
+         "AT/TRADES: the training-time perturbations, measured with the epoch's final weights)."
+         ),
         (figures.layerwise(analysis, figdir, "main"),
          "Layer-wise NC1 (top, log scale) of clean and PGD training features with their own "
          "class means, and accuracy of the nearest-class-mean classifier built from clean "

@@ -47,10 +47,13 @@ def nc_vs_epoch(history: pd.DataFrame, out_dir: Path) -> Path:
                 if not len(sel):
                     continue
                 sel = sel[sel.layer == penultimate_of(sel.layer)].sort_values("epoch")
-                y = sel.value.astype(float).clip(lower=1e-6)
+                y = sel.value.astype(float)
                 ax.plot(sel.epoch, y, style, color=color, lw=1.6,
                         label=f"{RUN_LABELS[run]} {source}")
-        ax.set_yscale("log")
+        if metric == "nc4":  # a fraction that reaches exactly 0: log above 1e-3, linear below
+            ax.set_yscale("symlog", linthresh=1e-3)
+        else:
+            ax.set_yscale("log")
         ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
