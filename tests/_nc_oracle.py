@@ -35,15 +35,14 @@ def dense_nc(h, y, k, weight=None, bias=None, ref_h=None, ref_y=None, rank=None)
     etf = (torch.eye(k, dtype=torch.float64) - 1.0 / k) / math.sqrt(k - 1)
     nearest = torch.cdist(h, means).argmin(dim=1)
     var = torch.stack([(z[y == c] ** 2).sum(1).mean() for c in range(k)])
-    cd = []
-    for a in range(k):
-        for b in range(a + 1, k):
-            cd.append((var[a] + var[b]) / (2 * (means[a] - means[b]).pow(2).sum()))
+    iu = torch.triu_indices(k, k, 1)
+    d2 = (means[iu[0]] - means[iu[1]]).pow(2).sum(1)
+    cd = (var[iu[0]] + var[iu[1]]) / (2 * d2)
     out = {
         "nc1": nc1,
         "nc1_over_k": nc1 / k,
         "trace_ratio": float(torch.trace(sw) / torch.trace(sb)),
-        "cdnv": float(torch.stack(cd).mean()),
+        "cdnv": float(cd.mean()),
         "equinorm_means": float(norms.std() / norms.mean()),
         "equiangular_means": float(cos.abs().sum() / (k * (k - 1))),
         "etf_error_means": float((gram / gram.norm() - etf).norm()),
