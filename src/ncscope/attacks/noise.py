@@ -121,6 +121,7 @@ class GaussianNoise(NoiseSource):
 
     @property
     def sigma(self) -> float:
+        """Per-pixel standard deviation of the noise (pixel units)."""
         return self.size
 
     def _sample(self, x: Tensor, gen: torch.Generator | None) -> Tensor:
@@ -153,6 +154,7 @@ class GaussianL2(NoiseSource):
 
     @property
     def radius(self) -> float:
+        """l2 norm of every perturbation (pixel units)."""
         return self.size
 
     def _sample(self, x: Tensor, gen: torch.Generator | None) -> Tensor:
@@ -185,6 +187,7 @@ class RandomSign(NoiseSource):
 
     @property
     def eps(self) -> float:
+        """Radius of the l_inf ball (pixel units)."""
         return self.size
 
     def _sample(self, x: Tensor, gen: torch.Generator | None) -> Tensor:
@@ -216,6 +219,7 @@ class UniformLinf(NoiseSource):
 
     @property
     def eps(self) -> float:
+        """Radius of the l_inf ball (pixel units)."""
         return self.size
 
     def _sample(self, x: Tensor, gen: torch.Generator | None) -> Tensor:

@@ -130,6 +130,7 @@ class PGD(GradientAttack):
 
     @property
     def accepts_target(self) -> bool:
+        """Whether ``target=`` may be passed (targeted attacks only)."""
         return self.targeted
 
     def _hparams(self) -> dict[str, Any]:
