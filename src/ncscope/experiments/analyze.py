@@ -22,6 +22,7 @@ pass, not a second attack.
 from __future__ import annotations
 
 import copy
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -164,6 +165,7 @@ def analyze(
         (plus ``class`` for per-class angles/distances when ``per_class``), one row per
         layer × source × view × metric. ``df.attrs`` holds the settings and timings.
     """
+    progress = progress and sys.stderr.isatty()  # bars only on a terminal
     x_all, y_all = _as_tensors(data)
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training

@@ -8,6 +8,7 @@ test set with the clean training means.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -40,7 +41,8 @@ def run_engine_demo(
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     loader = make_loader(train, batch_size=128, shuffle=True, seed=seed)
     t0 = time.perf_counter()
-    for _ in tqdm(range(epochs), desc="train (ST)", disable=not progress):
+    for _ in tqdm(range(epochs), desc="train (ST)",
+                  disable=not (progress and sys.stderr.isatty())):
         model.train()
         for x, y in loader:
             opt.zero_grad(set_to_none=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any
 import pandas as pd
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ncscope.attacks import PGD
 from ncscope.collapse import FeatureTaps
@@ -159,12 +161,16 @@ def reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
     # 1. Train (two processes on two cores; each single-threaded).
     jobs = [(cfg, run, str(out)) for run in cfg.runs]
     timings: dict[str, float] = {}
+    show = cfg.progress and sys.stderr.isatty()
     if cfg.workers > 1 and len(jobs) > 1:
         ctx = mp.get_context("spawn")
         with ctx.Pool(min(cfg.workers, len(jobs))) as pool:
-            results = pool.map(_train_worker, jobs, chunksize=1)
+            results = list(tqdm(pool.imap(_train_worker, jobs, chunksize=1), total=len(jobs),
+                                desc=f"train {', '.join(cfg.runs)}", unit="run",
+                                disable=not show))
     else:
-        results = [_train_worker(j) for j in jobs]
+        results = [_train_worker(j) for j in tqdm(jobs, desc="train", unit="run",
+                                                   disable=not show)]
     for run, (_, secs) in zip(cfg.runs, results, strict=True):
         timings[f"train:{run}"] = secs
     from ncscope.experiments._train_adapter import load_history, load_model
