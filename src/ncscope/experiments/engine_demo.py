@@ -8,18 +8,16 @@ test set with the clean training means.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import torch
-from torch import nn
-from tqdm.auto import tqdm
 
 from ncscope.collapse import FeatureTaps, LayerNC
-from ncscope.data import load_dataset, make_loader
+from ncscope.data import load_dataset
 from ncscope.models import classifier_of, create_model, default_taps, penultimate_layer
+from ncscope.train import TrainConfig, Trainer
 
 
 def run_engine_demo(
@@ -34,20 +32,13 @@ def run_engine_demo(
     Returns a DataFrame with one row per (layer, source) and writes it to
     ``out_dir/engine_demo.csv``.
     """
-    torch.manual_seed(seed)
+    t0 = time.perf_counter()
     train = load_dataset("digits", split="train")
     test = load_dataset("digits", split="test")
-    model = create_model("bn_mlp", dataset="digits")
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    loader = make_loader(train, batch_size=128, shuffle=True, seed=seed)
-    t0 = time.perf_counter()
-    for _ in tqdm(range(epochs), desc="train (ST)",
-                  disable=not (progress and sys.stderr.isatty())):
-        model.train()
-        for x, y in loader:
-            opt.zero_grad(set_to_none=True)
-            nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
+    cfg = TrainConfig(dataset="digits", model="bn_mlp", mode="st", epochs=epochs, lr=0.05,
+                      seed=seed, track_test=False, track_test_attack=False,
+                      track_fresh_attack=False, progress=progress)
+    model = Trainer(create_model("bn_mlp", dataset="digits"), train, test, cfg).fit().model
     model.eval()
     head = classifier_of(model)
     layers = [*default_taps(model)[:-1], penultimate_layer(model)]
