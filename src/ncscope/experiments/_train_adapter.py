@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ncscope.data import DatasetInfo
 from ncscope.models import create_model
 from ncscope.train import TrainConfig, train
 
@@ -30,7 +31,9 @@ def train_config(cfg: ReproduceConfig, run: str, out: Path) -> TrainConfig:
         dataset=cfg.dataset, model=cfg.model, mode=mode, epochs=cfg.epochs,
         batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum,
         weight_decay=cfg.weight_decay, schedule=cfg.schedule, seed=cfg.seed,
-        n_train=cfg.n_train, data_root=cfg.data_root, eps=cfg.eps,
+        n_train=cfg.n_train, data_seed=cfg.seed, data_root=cfg.data_root,
+        data_kwargs=dict(cfg.data_kwargs),
+        model_kwargs=dict(cfg.model_kwargs), eps=cfg.eps,
         alpha=cfg.step_size(cfg.eps), steps=cfg.steps, norm=cfg.norm,
         trades_beta=cfg.trades_beta, bn_quirk=run == "trades_bnquirk",
         # The initialised model (epoch 0), the first epoch, every k-th and the last.
@@ -66,10 +69,12 @@ def load_history(out: Path, run: str) -> pd.DataFrame:
     return long.sort_values(["epoch", "source", "metric"]).reset_index(drop=True)
 
 
-def load_model(out: Path, run: str) -> nn.Module:
-    """The trained model of ``run`` (eval mode, CPU)."""
+def load_model(out: Path, run: str, info: DatasetInfo | None = None) -> nn.Module:
+    """The trained model of ``run`` (eval mode, CPU); ``info`` is the training data's
+    :class:`DatasetInfo` (input shape and normalisation, as the trainer built the model)."""
     conf = json.loads((out / "config.json").read_text())
-    model = create_model(conf["model"], dataset=conf["dataset"])
+    model = create_model(conf["model"], dataset=info or conf["dataset"],
+                         **conf.get("model_kwargs", {}))
     state = torch.load(out / run / "model.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     return model.eval()

@@ -50,6 +50,8 @@ class ReproduceConfig:
     model: str = "bn_mlp"
     n_train: int | None = None
     data_root: str | None = None
+    data_kwargs: dict[str, Any] = field(default_factory=dict)
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
     runs: list[str] = field(default_factory=lambda: list(RUNS))
     epochs: int = 100
     batch_size: int = 128
@@ -183,9 +185,9 @@ def reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
 
     # 2. Analyse every model at the main ε; ST also at the strong ε.
     train = load_dataset(cfg.dataset, cfg.data_root, split="train", n_train=cfg.n_train,
-                         seed=cfg.seed)
-    test = load_dataset(cfg.dataset, cfg.data_root, split="test")
-    models = {run: load_model(out, run).to(cfg.device) for run in cfg.runs}
+                         seed=cfg.seed, **cfg.data_kwargs)
+    test = load_dataset(cfg.dataset, cfg.data_root, split="test", **cfg.data_kwargs)
+    models = {run: load_model(out, run, train.info).to(cfg.device) for run in cfg.runs}
     frames = []
     for run, model in models.items():
         for eps_name, eps in (("main", cfg.eps), ("strong", cfg.eps_strong)):
