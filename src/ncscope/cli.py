@@ -89,35 +89,12 @@ class AnalyzeConfig:
     device: str = "cpu"
 
 
-def load_weights(model, path: str) -> None:  # noqa: ANN001
-    """Load a state dict, or the ``model`` entry of an ncscope training checkpoint."""
-    import torch
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"weights file {p} not found")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise ValueError(f"{p} is not a readable weights file ({type(exc).__name__}); "
-                         "pass a state_dict or an ncscope checkpoint") from None
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{p} holds {type(state).__name__}, not a state_dict")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise ValueError(f"{p} does not fit the model: {first}") from None
-
-
 def _cmd_analyze(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from ncscope.data import load_dataset
     from ncscope.experiments.analyze import analyze
-    from ncscope.models import create_model
+    from ncscope.models import create_model, load_weights
 
     cfg = load_config(AnalyzeConfig, resolve_config(args.config), args.set)
     if not cfg.weights:

@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
-import torch
 from torch import nn
 
 from ncscope.data import DatasetInfo
-from ncscope.models import create_model
+from ncscope.models import create_model, load_weights
 from ncscope.train import TrainConfig, train
 
 if TYPE_CHECKING:
@@ -75,6 +74,4 @@ def load_model(out: Path, run: str, info: DatasetInfo | None = None) -> nn.Modul
     conf = json.loads((out / "config.json").read_text())
     model = create_model(conf["model"], dataset=info or conf["dataset"],
                          **conf.get("model_kwargs", {}))
-    state = torch.load(out / run / "model.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
-    return model.eval()
+    return load_weights(model, out / run / "model.pt").eval()

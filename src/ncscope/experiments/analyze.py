@@ -44,6 +44,12 @@ _SIMILARITY_PREFIXES = ("simplex_", "global_mean_")
 LONG_COLUMNS = ("layer", "depth", "source", "split", "reference", "group", "metric", "value")
 
 
+def default_alpha(eps: float, norm: str = "linf") -> float:
+    """Default PGD step: ``eps/4`` for ℓ∞ (the paper's 2/255 at 8/255), ``eps/8`` for ℓ2
+    (16/255 at 128/255, next to the paper's 15/255)."""
+    return eps / 4 if norm == "linf" else eps / 8
+
+
 def default_sources(
     model: nn.Module, eps: float, *, steps: int = 10, alpha: float | None = None, seed: int = 0,
     norm: str = "linf", input_dim: int | None = None,
@@ -56,7 +62,7 @@ def default_sources(
     ``random_sign``: a random corner of the ℓ∞ ball (ℓ∞) or of the cube whose corners have ℓ2
     norm ``eps`` (ℓ2; needs ``input_dim``). ``clean`` is ``None`` (no attack).
     """
-    a = alpha if alpha is not None else (eps / 4 if norm == "linf" else eps / 8)
+    a = alpha if alpha is not None else default_alpha(eps, norm)
     pgd = {"eps": eps, "alpha": a, "steps": steps, "norm": norm}
     if norm == "linf":
         gaussian: Attack = GaussianNoise(eps, seed=seed + 2)
@@ -90,6 +96,18 @@ def _as_tensors(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"images and labels differ in length: {x.shape[0]} vs {y.shape[0]}")
     return x, y.long()
+
+
+def default_layers(model: nn.Module, probe: torch.Tensor,
+                   classifier: str | None = None) -> list[str]:
+    """The model's ``default_taps`` plus its penultimate features, with a tap dropped when its
+    features equal the next one's on ``probe`` (e.g. an MLP's last block *is* the
+    classifier input)."""
+    try:
+        taps = default_taps(model)
+    except (AttributeError, ValueError):
+        taps = []
+    return _dedupe_layers(model, [*taps, penultimate_layer(model, classifier)], probe)
 
 
 def _dedupe_layers(model: nn.Module, layers: list[str], probe: torch.Tensor) -> list[str]:
@@ -176,11 +194,7 @@ def analyze(
         raise ValueError(f"labels must lie in [0, {k}); got {int(y_all.min())}..{int(y_all.max())}")
     pen = penultimate_layer(model, classifier)
     if layers is None:
-        try:
-            taps = default_taps(model)
-        except (AttributeError, ValueError):
-            taps = []
-        layers = _dedupe_layers(model, [*taps, pen], x_all[:8].to(dev))
+        layers = default_layers(model, x_all[:8].to(dev), classifier)
     layers = list(layers)
     head = classifier_of(model, classifier)
     clf = {pen: (head.weight.detach(), head.bias.detach() if head.bias is not None else None)}

@@ -16,7 +16,8 @@ import torch
 
 from ncscope.collapse import FeatureTaps, LayerNC
 from ncscope.data import load_dataset
-from ncscope.models import classifier_of, create_model, default_taps, penultimate_layer
+from ncscope.experiments.analyze import default_layers
+from ncscope.models import classifier_of, create_model, penultimate_layer
 from ncscope.train import TrainConfig, Trainer
 
 
@@ -41,7 +42,7 @@ def run_engine_demo(
     model = Trainer(create_model("bn_mlp", dataset="digits"), train, test, cfg).fit().model
     model.eval()
     head = classifier_of(model)
-    layers = [*default_taps(model)[:-1], penultimate_layer(model)]
+    layers = default_layers(model, train.tensors[0][:8])
     clf = {penultimate_layer(model): (head.weight.detach(), head.bias.detach())}
     g = torch.Generator().manual_seed(seed + 1)
     x_tr, y_tr = train.tensors

@@ -34,7 +34,7 @@ from ncscope.attacks import PGD
 from ncscope.collapse import FeatureTaps
 from ncscope.config import to_dict
 from ncscope.data import load_dataset
-from ncscope.experiments.analyze import analyze, wide
+from ncscope.experiments.analyze import analyze, default_alpha, wide
 from ncscope.models import penultimate_layer
 from ncscope.report import judge_claims
 from ncscope.report.claims import claims_frame
@@ -90,9 +90,7 @@ class ReproduceConfig:
 
     def step_size(self, eps: float) -> float:
         """PGD step: ``alpha`` if set, else ``eps/4`` (ℓ∞) or ``eps/8`` (ℓ2; 16/255 at 128/255)."""
-        if self.alpha is not None:
-            return self.alpha
-        return eps / 4 if self.norm == "linf" else eps / 8
+        return self.alpha if self.alpha is not None else default_alpha(eps, self.norm)
 
 
 QUICK = {"epochs": 4, "track_every": 2, "points_per_class": 5}

@@ -5,7 +5,7 @@ taps in ``tap_layers``. Imports only :mod:`ncscope.data` (normalisation statisti
 """
 
 from ncscope.models.cnn import SmallCNN
-from ncscope.models.convert import load_reference_state_dict
+from ncscope.models.convert import load_reference_state_dict, load_weights
 from ncscope.models.heads import (
     NormalizedModel,
     classifier_name,
@@ -48,6 +48,7 @@ __all__ = [
     "create_model",
     "default_taps",
     "load_reference_state_dict",
+    "load_weights",
     "penultimate_layer",
     "preactresnet18",
     "preactresnet18_imagenette",

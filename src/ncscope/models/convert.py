@@ -10,12 +10,14 @@ official checkpoints do not have (their normalisation lived outside the saved mo
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 from torch import nn
 
-__all__ = ["load_reference_state_dict"]
+__all__ = ["load_reference_state_dict", "load_weights"]
 
 
 def load_reference_state_dict(
@@ -48,3 +50,27 @@ def load_reference_state_dict(
         mapping[ref_key.removeprefix("module.")] = key
     model.load_state_dict(new)
     return mapping
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
+    """Load a ``state_dict`` file, or the ``model`` entry of an ncscope training checkpoint,
+    into ``model`` (``torch.load(weights_only=True)``; one-line errors for a missing, unreadable
+    or mismatching file). Returns ``model``."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"weights file {p} not found")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise ValueError(f"{p} is not a readable weights file ({type(exc).__name__}); "
+                         "pass a state_dict or an ncscope checkpoint") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{p} holds {type(state).__name__}, not a state_dict")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ValueError(f"{p} does not fit the model: {first}") from None
+    return model
