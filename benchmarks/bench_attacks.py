@@ -4,16 +4,19 @@ Usage::
 
     .venv/bin/python benchmarks/bench_attacks.py [--threads 1] [--reps 15] [--quick]
 
-Prints a markdown table (date, machine, torch version, threads, model, batch, img/s of each,
-ratio ncscope / torchattacks). For context it also times the paper's own ``attack_pgd``
-(robust_neural_collapse / Rice et al. 2020: ``loss.backward()``, so parameter gradients are
-formed too, and a final loss-selection forward). All use the paper's setting (eps 8/255,
-alpha 2/255, 10 steps, uniform random start) with default options; ncscope's default sanity
-checks (``checks="first"``: full checks on the first call, absorbed by the warm-up, then the
-free zero-gradient check) are included. Timings interleave the implementations (rotating
-order) and report the median of ``--reps`` calls each. Synthetic inputs only; nothing is
-downloaded. torchattacks is a test-only dependency (``pip install --no-deps
-torchattacks==3.5.1``). On a shared machine, expect +-10% run-to-run noise on each figure.
+Prints a markdown table (date, machine, torch version, threads and batch on top; per model
+the img/s of each implementation and the ratios ncscope / torchattacks). For context it also
+times the paper's own ``attack_pgd`` (robust_neural_collapse / Rice et al. 2020:
+``loss.backward()``, so parameter gradients are formed too, and a final loss-selection
+forward). All use the paper's setting (eps 8/255, alpha 2/255, 10 steps, uniform random
+start). ncscope runs twice: with default options (exact: bit-identical to torchattacks) and
+with ``fast=True`` (eval-mode BatchNorm folded into the preceding layer, channels-last inputs
+for conv nets on CPU; see ``ncscope.attacks.fast``). ncscope's default sanity checks
+(``checks="first"``: full checks on the first call, absorbed by the warm-up, then the free
+zero-gradient check) are included. Timings interleave the implementations (rotating order) and
+report the median of ``--reps`` calls each. Synthetic inputs only; nothing is downloaded.
+torchattacks is a test-only dependency (``pip install --no-deps torchattacks==3.5.1``). On a
+shared machine, expect +-10% run-to-run noise on each figure.
 """
 
 from __future__ import annotations
@@ -29,43 +32,32 @@ import torch
 from torch import nn
 
 from ncscope.attacks import PGD
+from ncscope.models import create_model
 
-
-class Normalize(nn.Module):
-    def __init__(self, mean: list[float], std: list[float]) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-
-def digits_mlp() -> nn.Module:
-    """The project's default scale: BN-MLP on 1x8x8 digits-sized inputs."""
-    return nn.Sequential(
-        Normalize([0.3], [0.4]), nn.Flatten(), nn.Linear(64, 256), nn.BatchNorm1d(256),
-        nn.ReLU(), nn.Linear(256, 256), nn.BatchNorm1d(256), nn.ReLU(), nn.Linear(256, 10),
-    )
-
-
-def small_cnn() -> nn.Module:
-    """A small VGG-style CNN on 3x32x32 (CIFAR-sized) inputs."""
-    def block(c_in: int, c_out: int) -> list[nn.Module]:
-        return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(),
-                nn.MaxPool2d(2)]
-
-    return nn.Sequential(
-        Normalize([0.4914, 0.4822, 0.4465], [0.2471, 0.2435, 0.2616]),
-        *block(3, 16), *block(16, 32), *block(32, 64),
-        nn.Flatten(), nn.Linear(64 * 4 * 4, 10),
-    )
-
-
-MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
-    "BN-MLP 64-256-256-10 (1x8x8)": (digits_mlp, (1, 8, 8)),
-    "SmallCNN 16-32-64 (3x32x32)": (small_cnn, (3, 32, 32)),
+#: name -> (ncscope model name, data set whose shape/normalisation it takes)
+MODELS: dict[str, tuple[str, str]] = {
+    "bn_mlp": ("bn_mlp", "digits"),            # what `make demo` trains (1x8x8)
+    "small_cnn": ("small_cnn", "cifar10"),     # small conv net at CIFAR shape (3x32x32)
+    "vgg11_bn": ("vgg11_bn", "cifar10"),       # the paper's VGG11-BN (slow on CPU)
+    "preactresnet18": ("preactresnet18", "cifar10"),  # the paper's PreActResNet18 (slower)
 }
+
+
+def build(name: str) -> tuple[nn.Module, tuple[int, ...], str]:
+    """An ncscope model in eval mode with non-trivial BatchNorm statistics, its input shape
+    and a label for the table."""
+    arch, dataset = MODELS[name]
+    torch.manual_seed(0)
+    model = create_model(arch, 10, dataset=dataset)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    shape = tuple(model.input_shape)
+    n = sum(p.numel() for p in model.parameters())
+    return model.eval(), shape, f"{arch} ({'x'.join(map(str, shape))}, {n / 1e6:.2f}M params)"
 
 
 def paper_attack_pgd(model: nn.Module, X: torch.Tensor, y: torch.Tensor, epsilon: float = 8 / 255,
@@ -92,19 +84,21 @@ def paper_attack_pgd(model: nn.Module, X: torch.Tensor, y: torch.Tensor, epsilon
     return X + max_delta
 
 
-def bench_one(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-              reps: int) -> dict[str, float]:
+def bench_one(model: nn.Module, x: torch.Tensor, y: torch.Tensor, reps: int,
+              warmup: int) -> dict[str, float]:
     """img/s (median of ``reps`` interleaved calls) for each implementation."""
     import torchattacks
 
     impls: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
         "ncscope": PGD(model, eps=8 / 255, alpha=2 / 255, steps=10, random_start=True),
+        "ncscope_fast": PGD(model, eps=8 / 255, alpha=2 / 255, steps=10, random_start=True,
+                            fast=True),
         "torchattacks": torchattacks.PGD(model, eps=8 / 255, alpha=2 / 255, steps=10,
                                          random_start=True),
         "paper": lambda a, b: paper_attack_pgd(model, a, b),
     }
     for impl in impls.values():  # warm-up (absorbs ncscope's first-call full sanity checks)
-        for _ in range(2):
+        for _ in range(warmup):
             impl(x, y)
     times: dict[str, list[float]] = {k: [] for k in impls}
     names = list(impls)
@@ -135,26 +129,35 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--models", default="bn_mlp,small_cnn",
+                        help=f"comma-separated, from {', '.join(MODELS)} (the paper's two are "
+                             "slow on CPU: 20-70 s per PGD-10 call at batch 128)")
+    parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="3 reps, for a smoke run")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     reps = 3 if args.quick else args.reps
-    torch.manual_seed(0)
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in names if m not in MODELS]
+    if unknown:
+        parser.error(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
     rows = []
-    for name, (build, shape) in MODELS.items():
-        model = build().eval()
-        x = torch.rand((args.batch, *shape))
-        y = torch.randint(0, 10, (args.batch,))
-        rows.append((name, bench_one(model, x, y, reps)))
+    for name in names:
+        model, shape, label = build(name)
+        g = torch.Generator().manual_seed(1)
+        x = torch.rand((args.batch, *shape), generator=g)
+        y = torch.randint(0, 10, (args.batch,), generator=g)
+        rows.append((label, bench_one(model, x, y, reps, args.warmup)))
     date = _dt.date.today().isoformat()
-    print("| date | machine | torch | threads | model | batch | ncscope img/s "
-          "| torchattacks img/s | ratio vs torchattacks | paper code img/s | ratio vs paper |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print(f"{date}, {machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
+          f"thread(s), batch {args.batch}, PGD-10 l_inf, img/s (median of {reps})\n")
+    print("| model | torchattacks | paper code | ncscope (exact) | ratio vs torchattacks "
+          "| ncscope fast=True | ratio vs torchattacks | ratio vs paper |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, r in rows:
-        a, b, c = r["ncscope"], r["torchattacks"], r["paper"]
-        print(f"| {date} | {machine()} | {torch.__version__} | {torch.get_num_threads()} "
-              f"| {name} | {args.batch} | {a:,.0f} | {b:,.0f} | {a / b:.2f}x | {c:,.0f} "
-              f"| {a / c:.2f}x |")
+        a, f, b, c = r["ncscope"], r["ncscope_fast"], r["torchattacks"], r["paper"]
+        print(f"| {name} | {b:,.0f} | {c:,.0f} | {a:,.0f} | {a / b:.2f}x | {f:,.0f} "
+              f"| **{f / b:.2f}x** | {f / c:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -105,12 +105,12 @@ def test_eps_zero_is_identity(data, kind, norm, random_start, restarts, targeted
        targeted=st.booleans(), rule=st.sampled_from(["next", "random", "least_likely"]),
        loss=st.sampled_from(["ce", "cw"]), mode=st.sampled_from(["eval", "train"]),
        early_stop=st.booleans(), checks=st.sampled_from(["off", "cheap", "full"]),
-       seed=st.integers(0, 1000))
+       seed=st.integers(0, 1000), fast=st.booleans())
 def test_pgd_output_in_ball_and_box(data, eps, alpha, steps, norm, random_start, restarts,
-                                    targeted, rule, loss, mode, early_stop, checks, seed):
+                                    targeted, rule, loss, mode, early_stop, checks, seed, fast):
     x, y, k = data
     atk = PGD(_model(x, k), eps, alpha, steps, norm, random_start, restarts, targeted, rule,
-              early_stop, loss, mode, seed=seed, checks=checks)
+              early_stop, loss, mode, seed=seed, checks=checks, fast=fast and mode == "eval")
     _within(x, atk(x, y), eps, norm)
 
 
@@ -231,12 +231,14 @@ def _fresh_model(d: int, k: int, seed: int) -> nn.Sequential:
                          nn.ReLU(), nn.Dropout(0.3), nn.Linear(6, k))
 
 
+@pytest.mark.filterwarnings("ignore:.*fast=True has no effect")  # its BatchNorm is hooked
 @settings(max_examples=150, **FAST)
 @given(data=batches(min_b=2), seed=st.integers(0, 1000),
        kind=st.sampled_from(["pgd", "fgsm", "trades", "noise"]),
        mode=st.sampled_from(["eval", "train"]), flags=st.lists(st.booleans(), min_size=16,
-                                                                max_size=16))
-def test_mode_and_requires_grad_restored(data, seed, kind, mode, flags):
+                                                                max_size=16),
+       fast=st.booleans())
+def test_mode_and_requires_grad_restored(data, seed, kind, mode, flags, fast):
     x, y, k = data
     model = _fresh_model(_dim(x), k, seed)
     modules = list(model.modules())
@@ -254,12 +256,13 @@ def test_mode_and_requires_grad_restored(data, seed, kind, mode, flags):
         seen.append((module.training, any(p.requires_grad for p in model.parameters())))
 
     handle = model[3].register_forward_pre_hook(hook)
+    fast = fast and mode == "eval"  # (the BatchNorm is hooked: fast=True must not fold it)
     if kind == "pgd":
-        atk = PGD(model, 0.1, 0.05, 2, model_mode=mode, seed=seed)
+        atk = PGD(model, 0.1, 0.05, 2, model_mode=mode, seed=seed, fast=fast)
     elif kind == "fgsm":
-        atk = FGSM(model, 0.1, model_mode=mode)
+        atk = FGSM(model, 0.1, model_mode=mode, fast=fast)
     elif kind == "trades":
-        atk = TRADES(model, 0.1, 0.05, 2, model_mode=mode, seed=seed)
+        atk = TRADES(model, 0.1, 0.05, 2, model_mode=mode, seed=seed, fast=fast)
     else:
         atk = GaussianNoise(model, 0.1, model_mode=mode, seed=seed)
     atk(x, y)

@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from ncscope.attacks.fast import AttackTwin, twin_for
 from ncscope.attacks.sanity import (
     AttackSanityWarning,
     check_determinism,
@@ -291,6 +292,8 @@ class AttackReport:
     group perturbed features by target label; ``None`` for untargeted attacks.
     ``zero_grad_fraction``: share of examples with an all-zero gradient at the start point.
     ``forwards`` / ``backwards``: model passes spent, sanity checks included.
+    ``fast``: with ``fast=True``, what the attack ran (the folded twin, or why the model itself);
+    ``None`` otherwise.
     """
 
     attack: str
@@ -302,6 +305,7 @@ class AttackReport:
     zero_grad_fraction: float | None = None
     forwards: int = 0
     backwards: int = 0
+    fast: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable summary (tensors reduced to means)."""
@@ -314,6 +318,7 @@ class AttackReport:
             "zero_grad_fraction": self.zero_grad_fraction,
             "forwards": self.forwards,
             "backwards": self.backwards,
+            "fast": self.fast,
         }
 
 
@@ -420,6 +425,7 @@ class Attack:
                 with contextlib.ExitStack() as stack:
                     if self.model is not None:
                         stack.enter_context(model_state(self.model, self.model_mode))
+                    self._setup(x, report, level)
                     x_adv = self._run(x, y, t, report, level)
             self._calls += 1
         self.last_report = report
@@ -455,6 +461,9 @@ class Attack:
 
     def _hparams(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    def _setup(self, x: Tensor, report: AttackReport, level: str) -> None:
+        """Per-call preparation with the model already in ``model_mode`` (default: none)."""
 
     def _run(self, x: Tensor, labels: Tensor | None, target: Tensor | None,
              report: AttackReport, level: str) -> Tensor:
@@ -499,6 +508,15 @@ class _Ctx:
 class GradientAttack(Attack):
     """Base of white-box gradient attacks (FGSM, PGD, TRADES).
 
+    ``fast=True`` (``model_mode="eval"`` only) runs the passes on the model's
+    :class:`~ncscope.attacks.fast.AttackTwin`: eval-mode BatchNorm folded into the preceding
+    conv/linear layer and, on CPU, channels-last inputs for conv nets. The same function up to
+    float rounding; the default ``fast=False`` runs the model itself and reproduces
+    torchattacks and the reference codes bit for bit. The twin's logits are compared with the
+    model's on the batch after every (re)build of the twin and on every fully checked call
+    (``checks="full"``, or the first call with the default ``"first"``); if they disagree the
+    model itself is used, with a warning.
+
     Subclasses define the per-example objective to maximise, what to differentiate for its input
     gradient (a scalar loss, or the logits with a closed-form logit gradient), and a success
     criterion; this class provides model passes with bookkeeping and the sanity
@@ -509,6 +527,47 @@ class GradientAttack(Attack):
     norm: str
     #: whether success flags are the attack's goal (compared with the noise baseline's)
     success_driven: ClassVar[bool] = True
+
+    def __init__(self, model: nn.Module, *, model_mode: str = "eval", seed: int | None = None,
+                 generator: torch.Generator | None = None, checks: str = "first",
+                 fast: bool = False) -> None:
+        super().__init__(model, model_mode=model_mode, seed=seed, generator=generator,
+                         checks=checks)
+        self.fast = _bool(self.name, "fast", fast)
+        if self.fast and self.model_mode != "eval":
+            raise ValueError(f"{self.name}: fast=True needs model_mode='eval' (it folds "
+                             "BatchNorm with its running statistics); use fast=False for "
+                             "train-mode attacks")
+        self._warned = False
+        self._net: nn.Module | AttackTwin | None = model
+
+    def settings(self) -> dict[str, Any]:
+        out = super().settings()
+        out["fast"] = self.fast
+        return out
+
+    def _setup(self, x: Tensor, report: AttackReport, level: str) -> None:
+        """Pick what the passes run: the model, or (``fast=True``) its :class:`AttackTwin`,
+        whose logits are checked against the model's on the batch after every (re)build and
+        whenever ``level == "full"``."""
+        self._net = self.model
+        if not self.fast:
+            return
+        assert self.model is not None
+        twin = twin_for(self.model)  # built once per model, brought up to date here
+        if twin.folded and (not twin.verified or level == "full"):
+            with torch.no_grad(), preserved_buffers(self.model):
+                failure = twin.verify(x)
+            report.forwards += 2
+            if failure:
+                warnings.warn(f"{self.name}: fast=True: {failure}", stacklevel=4)
+                self._warned = True
+        if not self._warned and twin.net is self.model and not twin.channels_last:
+            warnings.warn(f"{self.name}: fast=True has no effect on this model: {twin.note}",
+                          stacklevel=4)
+            self._warned = True
+        report.fast = twin.note
+        self._net = twin
 
     # ---- objective interface ----------------------------------------------------------------
 
@@ -526,8 +585,8 @@ class GradientAttack(Attack):
     # ---- model passes -----------------------------------------------------------------------
 
     def _forward(self, x: Tensor, report: AttackReport) -> Tensor:
-        assert self.model is not None
-        out = self.model(x)
+        assert self._net is not None
+        out = self._net(x)
         if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
             shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
             raise TypeError(f"{self.name}: the model must return logits of shape (B, K), got "

@@ -32,6 +32,8 @@ class FGSM(PGD):
         targeted, target_rule, loss: as for :class:`~ncscope.attacks.pgd.PGD`.
         model_mode, seed, generator, checks: see :class:`~ncscope.attacks.base.Attack`
             (``seed``/``generator`` only matter for ``target_rule="random"``).
+        fast: run on the model's folded attack twin (eval mode only; see
+            :class:`~ncscope.attacks.base.GradientAttack`); default ``False``: the model itself.
     """
 
     name: ClassVar[str] = "FGSM"
@@ -47,11 +49,12 @@ class FGSM(PGD):
         seed: int | None = None,
         generator: torch.Generator | None = None,
         checks: str = "first",
+        fast: bool = False,
     ) -> None:
         super().__init__(model, eps=eps, alpha=1.0, steps=1, norm="linf", random_start=False,
                          restarts=1, targeted=targeted, target_rule=target_rule,
                          early_stop=False, loss=loss, model_mode=model_mode, seed=seed,
-                         generator=generator, checks=checks)
+                         generator=generator, checks=checks, fast=fast)
         self.alpha = self.eps  # one step of size eps (eps = 0 allowed: leaves x unchanged)
 
     def _hparams(self) -> dict[str, Any]:

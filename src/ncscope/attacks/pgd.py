@@ -76,6 +76,8 @@ class PGD(GradientAttack):
             classified as the target), as the reference code's option; off by default.
         loss: ``"ce"`` (cross-entropy, default) or ``"cw"`` (logit margin of Carlini & Wagner).
         model_mode, seed, generator, checks: see :class:`~ncscope.attacks.base.Attack`.
+        fast: run on the model's folded attack twin (eval mode only; see
+            :class:`~ncscope.attacks.base.GradientAttack`); default ``False``: the model itself.
 
     Efficiency and fidelity: gradients are taken with respect to the input only (parameters
     frozen; the cross-entropy on the reference's float path, so outputs match torchattacks and
@@ -112,9 +114,10 @@ class PGD(GradientAttack):
         seed: int | None = None,
         generator: torch.Generator | None = None,
         checks: str = "first",
+        fast: bool = False,
     ) -> None:
         super().__init__(model, model_mode=model_mode, seed=seed, generator=generator,
-                         checks=checks)
+                         checks=checks, fast=fast)
         owner = self.name
         self.eps = _real(owner, "eps", eps, low=0.0, hint=" (pixel units in [0, 1], e.g. 8/255)")
         self.alpha = _real(owner, "alpha", alpha, low=0.0, strict=True,

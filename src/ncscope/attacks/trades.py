@@ -61,6 +61,8 @@ class TRADES(GradientAttack):
         model_mode: ``"eval"`` (default, as the official code) or ``"train"``.
         init_std: standard deviation of the Gaussian start (default 0.001, as the reference).
         seed, generator, checks: see :class:`~ncscope.attacks.base.Attack`.
+        fast: run on the model's folded attack twin (eval mode only; see
+            :class:`~ncscope.attacks.base.GradientAttack`); default ``False``: the model itself.
 
     Efficiency: the clean prediction is computed once per call (the reference recomputes it at
     every step: ``2 * steps`` forward passes there, ``steps + 1`` here) and gradients are taken
@@ -84,9 +86,10 @@ class TRADES(GradientAttack):
         seed: int | None = None,
         generator: torch.Generator | None = None,
         checks: str = "first",
+        fast: bool = False,
     ) -> None:
         super().__init__(model, model_mode=model_mode, seed=seed, generator=generator,
-                         checks=checks)
+                         checks=checks, fast=fast)
         owner = self.name
         self.eps = _real(owner, "eps", eps, low=0.0, hint=" (pixel units in [0, 1], e.g. 8/255)")
         self.steps = _int(owner, "steps", steps, low=1)
