@@ -154,9 +154,12 @@ def main() -> None:
     print("| model | torchattacks | paper code | ncscope (exact) | ratio vs torchattacks "
           "| ncscope fast=True | ratio vs torchattacks | ratio vs paper |")
     print("|---|---|---|---|---|---|---|---|")
+    def num(v: float) -> str:
+        return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
+
     for name, r in rows:
         a, f, b, c = r["ncscope"], r["ncscope_fast"], r["torchattacks"], r["paper"]
-        print(f"| {name} | {b:,.0f} | {c:,.0f} | {a:,.0f} | {a / b:.2f}x | {f:,.0f} "
+        print(f"| {name} | {num(b)} | {num(c)} | {num(a)} | {a / b:.2f}x | {num(f)} "
               f"| **{f / b:.2f}x** | {f / c:.2f}x |")
 
 

@@ -81,3 +81,21 @@ def test_default_layers_on_builtin_model_drop_duplicate_penultimate() -> None:
     df = ncscope.analyze(model, train, sources=["clean"], progress=False)
     # block2's output is the classifier input: measured once, as "classifier:in".
     assert list(pd.unique(df["layer"])) == ["features.block1", "classifier:in"]
+
+
+def test_analyze_fast_attacks_matches_exact() -> None:
+    """``fast_attacks=True`` (BatchNorm folded for the PGD sources) gives the same table up to
+    float rounding: a flipped gradient sign may move a few pixels by one step."""
+    from ncscope.models import create_model
+
+    torch.manual_seed(0)
+    train = load_dataset("digits", n_per_class=10)
+    model = create_model("bn_mlp", dataset="digits", widths=[32, 16]).eval()
+    kw = dict(layers=["classifier:in"], sources=["clean", "pgd", "pgd_targeted"], eps=0.1,
+              progress=False)
+    exact = wide(ncscope.analyze(model, train, **kw))
+    fast = wide(ncscope.analyze(model, train, fast_attacks=True, **kw))
+    cols = ["nc1", "ncc_accuracy", "net_accuracy", "leap_pred"]
+    assert exact[["source", "reference", "group"]].equals(fast[["source", "reference", "group"]])
+    a, b = exact[cols].to_numpy(float), fast[cols].to_numpy(float)
+    assert abs(a - b).max() <= 0.02 * (1 + abs(a).max())

@@ -304,3 +304,29 @@ def test_track_init_measures_epoch_zero_without_changing_training() -> None:
     for (k, a), b in zip(with_init.model.state_dict().items(),
                          without.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
+
+
+def test_fast_attacks_only_for_eval_mode_attacks() -> None:
+    """``fast_attacks`` reaches the TRADES attack and the tracking PGD (eval mode); the paper's
+    train-mode AT attack runs on the model itself; TRADES trains alike either way."""
+    from ncscope.data import load_dataset
+    from ncscope.models import create_model
+    from ncscope.train import TrainConfig, train
+    from ncscope.train.trainer import Trainer
+
+    base = dict(dataset="digits", n_per_class=10, epochs=1, eps=0.1, steps=2, progress=False,
+                model_kwargs={"widths": [16]}, track_test=False, fast_attacks=True)
+    data = load_dataset("digits", n_per_class=10)
+    model = create_model("bn_mlp", dataset="digits", widths=[16])
+
+    def attack(**kw):
+        return Trainer(model, data, config=TrainConfig(**base, **kw))._train_attack(1)
+
+    assert attack(mode="at").fast is False  # the paper's AT attacks in train mode
+    assert attack(mode="at", attack_mode="eval").fast is True
+    assert attack(mode="trades").fast is True
+    fast = train(TrainConfig(mode="trades", **base)).history
+    exact = train(TrainConfig(mode="trades", **{**base, "fast_attacks": False})).history
+    assert list(fast.columns) == list(exact.columns) and len(fast) == len(exact)
+    assert abs(fast["nc1"].to_numpy() - exact["nc1"].to_numpy()).max() <= 0.05 * (
+        1 + abs(exact["nc1"].to_numpy()).max())

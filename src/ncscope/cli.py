@@ -87,6 +87,7 @@ class AnalyzeConfig:
     seed: int = 0
     out: str = "runs/analysis.csv"
     device: str = "cpu"
+    fast_attacks: bool = False
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
@@ -108,7 +109,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         load_weights(model, path)
         df = analyze(model.eval(), train, layers=cfg.layers, sources=cfg.sources,
                      test_data=test, eps=cfg.eps, batch_size=cfg.batch_size, reduce=cfg.reduce,
-                     seed=cfg.seed, device=cfg.device)
+                     seed=cfg.seed, device=cfg.device, fast_attacks=cfg.fast_attacks)
         df.insert(0, "weights", path)
         frames.append(df)
     out = Path(cfg.out)

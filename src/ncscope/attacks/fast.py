@@ -86,11 +86,12 @@ class _Fold:
 
     @torch.no_grad()
     def refresh(self, channels_last: bool) -> None:
-        """Fold the live weights and running statistics, in float64, cast back once:
-        ``s = gamma / sqrt(var + eps)``, ``W' = s * W`` (per output channel),
-        ``b' = s * (b - mean) + beta`` (``torch.nn.utils.fusion``'s formulas)."""
+        """Fold the live weights and running statistics (``torch.nn.utils.fusion``'s formulas):
+        ``s = gamma / sqrt(var + eps)``, ``W' = s * W`` per output channel,
+        ``b' = s * (b - mean) + beta``; ``s`` and ``b'`` in float64, then one multiply in the
+        weight's dtype written straight into the twin's layer (one pass over the weights)."""
         layer, bn = self.layer, self.bn
-        w = layer.weight
+        w = layer.weight.detach()
         d = torch.float64
         assert bn.running_mean is not None and bn.running_var is not None
         scale = torch.rsqrt(bn.running_var.to(d) + bn.eps)
@@ -102,25 +103,27 @@ class _Fold:
         shift = shift * scale
         if bn.bias is not None:
             shift = shift + bn.bias.detach().to(d)
-        new_w = w.detach().to(d) * scale.view(-1, *([1] * (w.ndim - 1)))  # never in place
+        scale = scale.to(w.dtype).view(-1, *([1] * (w.ndim - 1)))
         fmt = (torch.channels_last if channels_last and w.ndim == 4
                else torch.contiguous_format)
-        _assign(self.target, "weight", new_w, w.dtype, fmt)
-        _assign(self.target, "bias", shift, w.dtype, torch.contiguous_format)
+        target = self.target
+        cur = target.weight
+        if _fits(cur, w, fmt):
+            torch.mul(w, scale, out=cur)  # never in place on the model's own weight
+        else:
+            target.weight = nn.Parameter((w * scale).contiguous(memory_format=fmt),
+                                         requires_grad=False)
+        if _fits(target.bias, shift.to(w.dtype), torch.contiguous_format):
+            target.bias.copy_(shift)
+        else:
+            target.bias = nn.Parameter(shift.to(w.dtype), requires_grad=False)
 
 
-def _assign(module: nn.Module, name: str, value: Tensor, dtype: torch.dtype,
-            fmt: torch.memory_format) -> None:
-    """Write ``value`` into ``module.<name>`` in place when it fits, else as a new frozen
-    parameter (first fold, or the model changed dtype/device)."""
-    cur = getattr(module, name, None)
-    if (isinstance(cur, Tensor) and cur.device == value.device and cur.dtype == dtype
-            and cur.shape == value.shape and cur.is_contiguous(memory_format=fmt)
-            and cur.device.type != "meta"):
-        cur.copy_(value)
-    else:
-        setattr(module, name, nn.Parameter(value.to(dtype).contiguous(memory_format=fmt),
-                                           requires_grad=False))
+def _fits(cur: Tensor | None, like: Tensor, fmt: torch.memory_format) -> bool:
+    """Whether ``cur`` can take a value shaped like ``like`` in place (same shape, dtype,
+    device, memory format; not the meta placeholder of a fresh twin layer)."""
+    return (isinstance(cur, Tensor) and cur.device == like.device and cur.dtype == like.dtype
+            and cur.shape == like.shape and cur.is_contiguous(memory_format=fmt))
 
 
 class AttackTwin:

@@ -45,6 +45,7 @@ def train_config(cfg: ReproduceConfig, run: str, out: Path) -> TrainConfig:
         track_test=True, track_test_attack=True,
         out_dir=str(out / run), overwrite=True, checkpoint_every=max(cfg.epochs // 4, 1),
         threads=cfg.threads, progress=False, device=cfg.device,
+        fast_attacks=cfg.fast_attacks,
     )
 
 

@@ -52,7 +52,7 @@ def default_alpha(eps: float, norm: str = "linf") -> float:
 
 def default_sources(
     model: nn.Module, eps: float, *, steps: int = 10, alpha: float | None = None, seed: int = 0,
-    norm: str = "linf", input_dim: int | None = None,
+    norm: str = "linf", input_dim: int | None = None, fast: bool = False,
 ) -> dict[str, Attack | None]:
     """The paper's perturbation sources at radius ``eps`` (pixel units).
 
@@ -60,10 +60,11 @@ def default_sources(
     ℓ2), random start; ``pgd_targeted``: the same towards ``(y+1) mod K``; ``gaussian``: i.i.d.
     N(0, eps²) pixel noise (ℓ∞) or a Gaussian direction rescaled to ℓ2 norm ``eps`` (ℓ2);
     ``random_sign``: a random corner of the ℓ∞ ball (ℓ∞) or of the cube whose corners have ℓ2
-    norm ``eps`` (ℓ2; needs ``input_dim``). ``clean`` is ``None`` (no attack).
+    norm ``eps`` (ℓ2; needs ``input_dim``). ``clean`` is ``None`` (no attack). ``fast``: the
+    PGD sources run with ``fast=True`` (:mod:`ncscope.attacks.fast`).
     """
     a = alpha if alpha is not None else default_alpha(eps, norm)
-    pgd = {"eps": eps, "alpha": a, "steps": steps, "norm": norm}
+    pgd = {"eps": eps, "alpha": a, "steps": steps, "norm": norm, "fast": fast}
     if norm == "linf":
         gaussian: Attack = GaussianNoise(eps, seed=seed + 2)
         sign: Attack | None = RandomSign(eps, seed=seed + 3)
@@ -160,6 +161,7 @@ def analyze(
     seed: int = 0,
     per_class: bool = True,
     progress: bool = True,
+    fast_attacks: bool = False,
 ) -> pd.DataFrame:
     """Measure NC of every tapped layer under every perturbation source; return a long table.
 
@@ -177,6 +179,8 @@ def analyze(
             *training* means.
         eps, norm, alpha, steps: threat model of the default sources (see
             :func:`default_sources`; pixel units).
+        fast_attacks: build the default PGD sources with ``fast=True`` (BatchNorm folded into
+            the preceding layer for the attack; same function, float rounding differs).
 
     Returns:
         A DataFrame with columns ``layer, depth, source, split, reference, group, metric, value``
@@ -204,7 +208,7 @@ def analyze(
         sources = DEFAULT_SOURCES
     if not isinstance(sources, Mapping):
         builders = default_sources(model, eps, steps=steps, alpha=alpha, seed=seed, norm=norm,
-                                   input_dim=int(x_all[0].numel()))
+                                   input_dim=int(x_all[0].numel()), fast=fast_attacks)
         unknown = [s for s in sources if s not in builders]
         if unknown:
             raise ValueError(

@@ -74,6 +74,7 @@ class ReproduceConfig:
     out_dir: str = "runs/reproduce"
     device: str = "cpu"
     progress: bool = True
+    fast_attacks: bool = False
 
     def __post_init__(self) -> None:
         bad = [r for r in self.runs if r not in RUNS]
@@ -194,7 +195,8 @@ def reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
             t0 = time.perf_counter()
             df = analyze(model, train, test_data=test, eps=eps, norm=cfg.norm,
                          alpha=cfg.step_size(eps), steps=cfg.steps, batch_size=cfg.analyze_batch,
-                         seed=cfg.seed, device=cfg.device, progress=cfg.progress)
+                         seed=cfg.seed, device=cfg.device, progress=cfg.progress,
+                         fast_attacks=cfg.fast_attacks)
             timings[f"analyze:{run}:{eps_name}"] = time.perf_counter() - t0
             df.insert(0, "eps", eps)
             df.insert(0, "eps_name", eps_name)
@@ -220,16 +222,18 @@ def reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
         es = cfg.eps_strong
         rows += _points(st, x, y, {
             f"untargeted PGD, ε={es:g}": PGD(st, eps=es, alpha=cfg.step_size(es),
-                                             steps=cfg.steps, norm=cfg.norm, seed=cfg.seed),
+                                             steps=cfg.steps, norm=cfg.norm, seed=cfg.seed,
+                                             fast=cfg.fast_attacks),
             f"targeted PGD → (y+1) mod K, ε={es:g}": PGD(st, eps=es, alpha=cfg.step_size(es),
                                                          steps=cfg.steps, norm=cfg.norm,
-                                                         targeted=True, seed=cfg.seed),
+                                                         targeted=True, seed=cfg.seed,
+                                                         fast=cfg.fast_attacks),
         }, cfg.points_per_class, k, "ST, ")
     if "at" in models:
         at = models["at"]
         rows += _points(at, x, y, {f"untargeted PGD, ε={cfg.eps:g}": PGD(
             at, eps=cfg.eps, alpha=cfg.step_size(cfg.eps), steps=cfg.steps, norm=cfg.norm,
-            seed=cfg.seed)},
+            seed=cfg.seed, fast=cfg.fast_attacks)},
             cfg.points_per_class, k, "AT, ")
     points = pd.DataFrame(rows)
     points.to_csv(out / "points.csv", index=False)

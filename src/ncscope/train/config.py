@@ -152,6 +152,10 @@ class TrainConfig:
         attack_mode: model mode during the attack; ``None`` = ``"train"`` for AT (the paper's
             code, inherited from Rice et al. 2020: BN uses and updates batch statistics) and
             ``"eval"`` for TRADES (as the official TRADES code).
+        fast_attacks: run the eval-mode attacks (the tracking PGD; the training attack when
+            ``attack_mode`` is ``"eval"``, e.g. TRADES) with ``fast=True``: on the model's
+            folded attack twin (:mod:`ncscope.attacks.fast`; same function, float rounding
+            differs). Train-mode attacks (the paper's AT) always run on the model itself.
         trades_beta: TRADES weight (6.0 hard-coded in the paper's code).
         bn_quirk: TRADES only. ``True`` reproduces the official code: its attack calls
             ``model.eval()`` and the loop never switches back, so the whole TRADES training runs
@@ -222,6 +226,7 @@ class TrainConfig:
     random_start: bool = True
     restarts: int = 1
     attack_mode: str | None = None
+    fast_attacks: bool = False
     trades_beta: float = 6.0
     bn_quirk: bool = False
     clean_forward: bool = True
@@ -296,6 +301,7 @@ class TrainConfig:
         self.trades_beta = _real("trades_beta", self.trades_beta, 0.0, 1e6)
         for name in (
             "random_start",
+            "fast_attacks",
             "bn_quirk",
             "clean_forward",
             "track_perturbed",

@@ -230,6 +230,7 @@ class Tracker:
             model_mode="eval",
             generator=gen,
             checks="off",
+            fast=self.config.fast_attacks,
         )
 
     def _rows(

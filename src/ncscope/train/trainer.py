@@ -267,6 +267,7 @@ class Trainer:
             "model_mode": cfg.effective_attack_mode,
             "generator": gen,
             "checks": "off",
+            "fast": cfg.fast_attacks and cfg.effective_attack_mode == "eval",
         }
         if cfg.mode == "at":
             return PGD(self.model, random_start=cfg.random_start, restarts=cfg.restarts, **common)
