@@ -7,8 +7,9 @@ Jacob et al., CVPR 2018, §3.2; ``torch.nn.utils.fusion``). The twin built here:
 
 * is a ``torch.fx`` trace of the model in which every ``Conv1d/2d/3d -> BatchNorm`` and
   ``Linear -> BatchNorm1d`` pair (the conv/linear output feeding only that BatchNorm, neither
-  module hooked) is replaced by one new layer whose weights are folded in float64 from the live
-  weights and running statistics, then cast back;
+  module hooked) is replaced by one new layer whose weights and bias are folded from the live
+  weights and running statistics (per-channel scale and shift in float64, one multiply of the
+  weights in their own dtype);
 * shares every other sub-module with the model (same objects, so same live weights: nothing is
   copied, the model is never modified);
 * on CPU, feeds 4-D inputs to convolutional models in channels-last memory format (oneDNN's
