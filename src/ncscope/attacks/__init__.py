@@ -9,7 +9,9 @@ One module per family:
 * :mod:`~ncscope.attacks.noise` — :class:`GaussianNoise`, :class:`GaussianL2`,
   :class:`RandomSign`, :class:`UniformLinf` (the noise controls of Su et al. 2024);
 * :mod:`~ncscope.attacks.sanity` — gradient-masking flags (Croce & Hein, ICML 2020) and
-  :func:`audit`.
+  :func:`audit`;
+* :mod:`~ncscope.attacks.fast` — :class:`AttackTwin`, what gradient attacks run with
+  ``fast=True`` (eval-mode BatchNorm folded into the preceding layer).
 
 Every class shares the call shape ``atk(images, labels, target=None) -> perturbed images``,
 ``atk.settings()`` (JSON-serialisable dict) and ``atk.last_report``. Models own their
@@ -32,6 +34,7 @@ from ncscope.attacks.base import (
     model_state,
     preserved_buffers,
 )
+from ncscope.attacks.fast import AttackTwin, twin_for
 from ncscope.attacks.fgsm import FGSM
 from ncscope.attacks.noise import GaussianL2, GaussianNoise, NoiseSource, RandomSign, UniformLinf
 from ncscope.attacks.pgd import LOSSES, PGD, TARGET_RULES
@@ -85,6 +88,7 @@ __all__ = [
     "Attack",
     "AttackReport",
     "AttackSanityWarning",
+    "AttackTwin",
     "GaussianL2",
     "GaussianNoise",
     "GradientAttack",
@@ -95,4 +99,5 @@ __all__ = [
     "make_attack",
     "model_state",
     "preserved_buffers",
+    "twin_for",
 ]

@@ -560,11 +560,11 @@ class GradientAttack(Attack):
                 failure = twin.verify(x)
             report.forwards += 2
             if failure:
-                warnings.warn(f"{self.name}: fast=True: {failure}", stacklevel=4)
+                warnings.warn(f"{self.name}: fast=True: {failure}", stacklevel=3)
                 self._warned = True
         if not self._warned and twin.net is self.model and not twin.channels_last:
             warnings.warn(f"{self.name}: fast=True has no effect on this model: {twin.note}",
-                          stacklevel=4)
+                          stacklevel=3)
             self._warned = True
         report.fast = twin.note
         self._net = twin
