@@ -52,9 +52,7 @@ def has_hooks(module: nn.Module) -> bool:
 
 def _tensors(model: nn.Module) -> Iterator[Tensor]:
     yield from model.parameters()
-    for b in model.buffers():
-        if b is not None:
-            yield b
+    yield from model.buffers()
 
 
 def _layout_key(model: nn.Module) -> tuple:
@@ -105,6 +103,7 @@ class _Fold:
         if bn.bias is not None:
             shift = shift + bn.bias.detach().to(d)
         scale = scale.to(w.dtype).view(-1, *([1] * (w.ndim - 1)))
+        shift = shift.to(w.dtype)
         fmt = (torch.channels_last if channels_last and w.ndim == 4
                else torch.contiguous_format)
         target = self.target
@@ -114,10 +113,10 @@ class _Fold:
         else:
             target.weight = nn.Parameter((w * scale).contiguous(memory_format=fmt),
                                          requires_grad=False)
-        if _fits(target.bias, shift.to(w.dtype), torch.contiguous_format):
+        if _fits(target.bias, shift, torch.contiguous_format):
             target.bias.copy_(shift)
         else:
-            target.bias = nn.Parameter(shift.to(w.dtype), requires_grad=False)
+            target.bias = nn.Parameter(shift, requires_grad=False)
 
 
 def _fits(cur: Tensor | None, like: Tensor, fmt: torch.memory_format) -> bool:
@@ -207,11 +206,9 @@ class AttackTwin:
         self._folds: list[_Fold] = []
         self.verified = False
         self.net: nn.Module = model
-        self.channels_last = False
         first = next(_tensors(model), None)
         on_cpu = first is None or first.device.type == "cpu"
-        has_conv2d = any(isinstance(m, nn.Conv2d) for m in model.modules())
-        self.channels_last = on_cpu and has_conv2d
+        self.channels_last = on_cpu and any(isinstance(m, nn.Conv2d) for m in model.modules())
         layout = "channels-last input" if self.channels_last else ""
         if not any(isinstance(m, _BatchNorm) for m in model.modules()):
             self.note = layout or "model used as is (no BatchNorm to fold, no conv on CPU)"
