@@ -1,8 +1,36 @@
-"""Layer taps and exact streaming Neural-Collapse statistics (no training, no attacks here)."""
+"""Layer taps, exact streaming NC statistics, the metric registry and the one measurement sweep
+(no training, no attacks here)."""
 
 from ncscope.collapse.layers import LayerNC
+from ncscope.collapse.measure import Measurement
 from ncscope.collapse.metrics import nc_metrics, simplex_similarity
+from ncscope.collapse.reference import ClassMeanSums, Reference
+from ncscope.collapse.registry import METRICS, Metric, NCView, register_metric, unregister_metric
+from ncscope.collapse.schema import COLUMNS, long_frame, wide
+from ncscope.collapse.spool import TensorSpool
 from ncscope.collapse.stats import NCStats
+from ncscope.collapse.sweep import Source, sweep
 from ncscope.collapse.taps import FeatureTaps, list_layers
 
-__all__ = ["FeatureTaps", "LayerNC", "NCStats", "list_layers", "nc_metrics", "simplex_similarity"]
+__all__ = [
+    "COLUMNS",
+    "METRICS",
+    "ClassMeanSums",
+    "FeatureTaps",
+    "LayerNC",
+    "Measurement",
+    "Metric",
+    "NCStats",
+    "NCView",
+    "Reference",
+    "Source",
+    "TensorSpool",
+    "list_layers",
+    "long_frame",
+    "nc_metrics",
+    "register_metric",
+    "simplex_similarity",
+    "sweep",
+    "unregister_metric",
+    "wide",
+]

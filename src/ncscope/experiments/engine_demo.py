@@ -14,11 +14,16 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ncscope.collapse import FeatureTaps, LayerNC
+from ncscope.collapse import Source, sweep, wide
+from ncscope.collapse.choose import choose_layers, head_of
 from ncscope.data import load_dataset
-from ncscope.experiments.analyze import default_layers
-from ncscope.models import classifier_of, create_model, penultimate_layer
+from ncscope.models import create_model
 from ncscope.train import TrainConfig, Trainer
+
+#: (source, split, reference) of the sweep -> the demo's row label.
+_VIEWS = {("clean", "train", "own"): "clean train",
+          ("gaussian", "train", "clean"): "gaussian sigma={sigma} train",
+          ("clean", "test", "clean"): "clean test"}
 
 
 def run_engine_demo(
@@ -30,8 +35,8 @@ def run_engine_demo(
 ) -> pd.DataFrame:
     """Train a BN-MLP on digits and tabulate per-layer NC (clean, Gaussian noise, test).
 
-    Returns a DataFrame with one row per (layer, source) and writes it to
-    ``out_dir/engine_demo.csv``.
+    Every number comes from :func:`ncscope.collapse.sweep`. Returns a DataFrame with one row
+    per (layer, source) and writes it to ``out_dir/engine_demo.csv``.
     """
     t0 = time.perf_counter()
     train = load_dataset("digits", split="train")
@@ -41,34 +46,24 @@ def run_engine_demo(
                       track_fresh_attack=False, progress=progress)
     model = Trainer(create_model("bn_mlp", dataset="digits"), train, test, cfg).fit().model
     model.eval()
-    head = classifier_of(model)
-    layers = default_layers(model, train.tensors[0][:8])
-    clf = {penultimate_layer(model): (head.weight.detach(), head.bias.detach())}
+    layers = choose_layers(model, "all", train.tensors[0][:8])
     g = torch.Generator().manual_seed(seed + 1)
-    x_tr, y_tr = train.tensors
-    x_te, y_te = test.tensors
-    noisy = (x_tr + sigma * torch.randn(x_tr.shape, generator=g)).clamp(0, 1)
-    sources = {
-        "clean train": (x_tr, y_tr),
-        f"gaussian sigma={sigma} train": (noisy, y_tr),
-        "clean test": (x_te, y_te),
-    }
+
+    def gaussian(x: torch.Tensor, _y: torch.Tensor) -> torch.Tensor:
+        return (x + sigma * torch.randn(x.shape, generator=g)).clamp(0, 1)
+
+    table = wide(sweep(model, train, [Source("clean"), Source("gaussian", gaussian,
+                                                               splits=("train",))],
+                       layers=layers, num_classes=train.info.num_classes,
+                       classifiers=head_of(model, layers), test_data=test,
+                       batch_size=len(train), per_class=False))
     rows = []
-    with FeatureTaps(model, layers) as taps:
-
-        def measure(x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-            with torch.no_grad():
-                pred = model(x).argmax(1)
-            return taps.features, pred
-
-        ref_feats, _ = measure(x_tr)
-        for name, (x, y) in sources.items():
-            feats, pred = measure(x)
-            stats = LayerNC(train.info.num_classes, layers, clf).update(ref_feats, y_tr)
-            stats.update_measured(feats, y, predictions=pred)
-            for layer, res in stats.compute().items():
-                rows.append({"layer": layer, "source": name, **res})
-    df = pd.DataFrame(rows)
+    for (source, split, ref), label in _VIEWS.items():
+        sel = table[(table.source == source) & (table.split == split)
+                    & (table.reference == ref)].copy()
+        sel["source"] = label.format(sigma=sigma)
+        rows.append(sel.drop(columns=["split", "reference", "group"]))
+    df = pd.concat(rows, ignore_index=True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "engine_demo.csv", index=False)

@@ -62,7 +62,7 @@ from ncscope.train.distributed import (
     shard_indices,
 )
 from ncscope.train.history import clean_value
-from ncscope.train.spool import TensorSpool
+from ncscope.collapse.spool import TensorSpool
 
 __all__ = [
     "SOURCES",

@@ -1,0 +1,181 @@
+"""Pass 2 of the NC protocol: features measured around a frozen :class:`Reference`.
+
+Every measured feature ``h`` with grouping label ``y`` gives ``z = h − μ_y`` (around the
+*reference* means). A :class:`Measurement` accumulates, in float64 and without any d×d matrix:
+``A = Σ (M̃ z)(M̃ z)ᵀ`` (K×K), per-class ``Σ‖z‖²``, per-class sums of ``z`` (the measured means),
+counts of nearest-class-mean (NCC) decisions against labels, predictions and targets, and,
+when logits are given, the network's cross-entropy. Measurements add exactly (``merge``,
+``all_reduce``). The metrics are functions of ``(reference, measurement)``: see
+:mod:`ncscope.collapse.registry`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ncscope.collapse._checks import check_features, check_labels
+from ncscope.collapse.reference import Reference, row_chunks
+
+#: Names of the entries of :attr:`Measurement.counts` (int64, summed over measured samples).
+COUNT_NAMES = (
+    "n",  # measured samples
+    "ncc_true",  # nearest reference mean == label
+    "n_pred",  # samples with a network prediction
+    "ncc_pred",  # nearest reference mean == prediction
+    "net_true",  # prediction == label
+    "n_wrong",  # prediction != label
+    "ncc_pred_wrong",  # nearest == prediction, among prediction != label
+    "ncc_true_wrong",  # nearest == label, among prediction != label
+    "n_target",  # samples with a target label
+    "ncc_target",  # nearest == target
+    "net_target",  # prediction == target
+    "n_logits",  # samples with logits (for the loss)
+)
+_C = {name: i for i, name in enumerate(COUNT_NAMES)}
+#: Accumulator tensors of a measurement, by attribute name (checkpoint / all_reduce order).
+FIELDS = ("proj_scatter", "within_sq", "meas_zsum", "meas_count", "ncc_counts", "loss_sum")
+
+
+class Measurement:
+    """Pass-2 accumulator of one layer's features around ``reference``."""
+
+    def __init__(self, reference: Reference) -> None:
+        self.reference = reference
+        k, d, dev = reference.num_classes, reference.dim, reference.device
+        kp = reference.num_present
+        self.proj_scatter = torch.zeros(kp, kp, dtype=torch.float64, device=dev)
+        self.within_sq = torch.zeros(k, dtype=torch.float64, device=dev)
+        self.meas_zsum = torch.zeros(k, d, dtype=torch.float64, device=dev)
+        self.meas_count = torch.zeros(k, dtype=torch.int64, device=dev)
+        self.ncc_counts = torch.zeros(len(COUNT_NAMES), dtype=torch.int64, device=dev)
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+
+    def count(self, name: str) -> int:
+        """One of the :data:`COUNT_NAMES` counters as a Python int."""
+        return int(self.ncc_counts[_C[name]])
+
+    def update(
+        self,
+        features: torch.Tensor | np.ndarray,
+        labels: torch.Tensor | np.ndarray,
+        *,
+        predictions: torch.Tensor | np.ndarray | None = None,
+        targets: torch.Tensor | np.ndarray | None = None,
+        logits: torch.Tensor | None = None,
+    ) -> Measurement:
+        """Add a batch: features (N, d) grouped by ``labels`` (N,).
+
+        ``predictions``: the network's decisions (default: ``argmax(logits)`` when ``logits``
+        are given, else ``argmax(W h + b)`` with the reference's classifier); ``targets``:
+        attack targets for the leap statistics; ``logits``: the network's outputs, for the
+        cross-entropy against ``labels``.
+        """
+        ref = self.reference
+        h = check_features(features, ref.dim)
+        n = h.shape[0]
+        y = check_labels(labels, n, ref.num_classes).to(ref.device)
+        yi = ref.index[y]
+        if n and bool((yi < 0).any()):
+            missing = sorted({int(c) for c in y[yi < 0].tolist()})
+            raise ValueError(
+                f"measured labels {missing[:5]} have no reference samples; give reference "
+                "features for every measured class"
+            )
+        pred = tgt = None
+        if logits is not None:
+            logits = logits.detach().to(ref.device)
+            ce = F.cross_entropy(logits.float(), y, reduction="sum")
+            self.loss_sum += ce.double()
+            self.ncc_counts[_C["n_logits"]] += n
+            if predictions is None:
+                predictions = logits.argmax(dim=1)
+        if predictions is not None:
+            pred = check_labels(predictions, n, ref.num_classes, "predictions").to(ref.device)
+        if targets is not None:
+            tgt = check_labels(targets, n, ref.num_classes, "targets").to(ref.device)
+        for rows in row_chunks(n, ref.dim):
+            self._add(h[rows].to(ref.device), y[rows], yi[rows],
+                      None if pred is None else pred[rows], None if tgt is None else tgt[rows])
+        return self
+
+    def _add(self, h: torch.Tensor, y: torch.Tensor, yi: torch.Tensor,
+             pred: torch.Tensor | None, tgt: torch.Tensor | None) -> None:
+        ref = self.reference
+        # z = h - mu_y in float64 (h is promoted exactly), written over the gathered means.
+        z = ref.means.index_select(0, yi)
+        torch.sub(h, z, out=z)
+        kp = ref.num_present
+        out = (ref.heads @ z.T).T
+        proj = out[:, :kp]
+        if pred is None and ref.weight is not None:
+            logits = out[:, kp:] + ref.mean_logits.index_select(0, yi)  # W h + b = W z + W mu_y + b
+            if ref.bias is not None:
+                logits = logits + ref.bias
+            pred = logits.argmax(dim=1)
+        self.proj_scatter += proj.T @ proj
+        sq = torch.linalg.vector_norm(z, dim=1).square()  # fused; (z * z).sum is 2 passes
+        self.within_sq.index_add_(0, y, sq)
+        self.meas_zsum.index_add_(0, y, z)
+        self.meas_count += torch.bincount(y, minlength=ref.num_classes)
+        # NCC distances need only P = z M~^T and the Gram G:
+        # ||h - mu_c||^2 = ||z||^2 + 2 P_y - 2 P_c + G_yy - 2 G_yc + G_cc.
+        gram = ref.gram
+        score = gram.diagonal()[None, :] - 2.0 * gram[yi] - 2.0 * proj
+        nearest = ref.present[score.argmin(dim=1)]
+        c = self.ncc_counts
+        c[_C["n"]] += h.shape[0]
+        c[_C["ncc_true"]] += (nearest == y).sum()
+        if pred is not None:
+            wrong = pred != y
+            c[_C["n_pred"]] += h.shape[0]
+            c[_C["ncc_pred"]] += (nearest == pred).sum()
+            c[_C["net_true"]] += (~wrong).sum()
+            c[_C["n_wrong"]] += wrong.sum()
+            c[_C["ncc_pred_wrong"]] += ((nearest == pred) & wrong).sum()
+            c[_C["ncc_true_wrong"]] += ((nearest == y) & wrong).sum()
+        if tgt is not None:
+            c[_C["n_target"]] += h.shape[0]
+            c[_C["ncc_target"]] += (nearest == tgt).sum()
+            if pred is not None:
+                c[_C["net_target"]] += (pred == tgt).sum()
+
+    # ------------------------------------------------------------------ combining
+    def merge(self, other: Measurement) -> Measurement:
+        """Add ``other`` (measured around an identical reference) into this one."""
+        if not self.reference.same_as(other.reference):
+            raise ValueError(
+                "cannot merge measured passes made around different reference means; "
+                "merge the reference passes first, then measure"
+            )
+        for name in FIELDS:
+            getattr(self, name).add_(getattr(other, name).to(self.reference.device))
+        return self
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """The accumulator tensors (for ``all_reduce`` and checkpoints)."""
+        return tuple(getattr(self, name) for name in FIELDS)
+
+    def all_reduce(self, group: Any = None) -> Measurement:
+        """Sum the accumulators over ``torch.distributed`` ranks (no-op without a group)."""
+        all_reduce_tensors(self.tensors(), group)
+        return self
+
+    @property
+    def measured_means(self) -> torch.Tensor:
+        """(K, d) measured class means (NaN rows for classes not measured)."""
+        count = self.meas_count[:, None].to(torch.float64)
+        return self.reference.class_means + self.meas_zsum / count
+
+
+def all_reduce_tensors(tensors: tuple[torch.Tensor, ...], group: Any = None) -> None:
+    """Sum ``tensors`` in place over ``torch.distributed`` ranks when a group is initialised."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    for t in tensors:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)

@@ -1,0 +1,152 @@
+"""On-disk spool of perturbed batches: write during an epoch, stream back after it.
+
+NC needs two passes over the measured data (class means first), and an attack must run only once
+per batch; the paper also measures the perturbed batches generated *during* an AT/TRADES epoch
+with the epoch's final weights (Su et al. 2024, §3: NC "on the data used in training"). The
+official code keeps all of them in GPU memory (≈ 1.2 GB per CIFAR epoch). :class:`TensorSpool`
+instead appends every perturbed batch, bit-exact (float32 stays float32), to a scratch file and
+streams it back in ``batch_size`` chunks through a read-only ``numpy.memmap`` — as often as
+needed (the two NC passes) — so memory stays O(batch) whatever the data-set size. The files
+are deleted on :meth:`TensorSpool.delete` (or when the context manager exits).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["TensorSpool"]
+
+_DTYPES = {
+    torch.float32: np.float32,
+    torch.float64: np.float64,
+    torch.float16: np.float16,
+}
+
+
+class TensorSpool:
+    """Append-only on-disk store of ``(images, labels)`` batches, streamed back in chunks.
+
+    Args:
+        directory: folder for the scratch files (created if needed; ``None``: the system
+            temporary folder).
+        prefix: file name prefix (e.g. ``"rank0-train_perturbed"``).
+
+    Example::
+
+        with TensorSpool(run_dir / ".spool", "perturbed") as spool:
+            for x, y in batches:
+                spool.append(attack(x, y), y)
+            for x, y in spool.batches(256):     # pass 1
+                ...
+            for x, y in spool.batches(256):     # pass 2 (same bytes)
+                ...
+    """
+
+    def __init__(self, directory: str | os.PathLike[str] | None, prefix: str = "spool") -> None:
+        base = Path(directory) if directory is not None else Path(tempfile.gettempdir())
+        base.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f"{prefix}-", suffix=".x", dir=base)
+        os.close(fd)
+        self.x_path = Path(name)
+        self.y_path = self.x_path.with_suffix(".y")
+        self._x = open(self.x_path, "wb")  # noqa: SIM115 - closed in close()/delete()
+        self._y = open(self.y_path, "wb")  # noqa: SIM115
+        self.t_path = self.x_path.with_suffix(".t")
+        self._t = open(self.t_path, "wb")  # noqa: SIM115
+        self.has_targets: bool | None = None
+        self.sample_shape: tuple[int, ...] | None = None
+        self.dtype: torch.dtype | None = None
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def append(self, images: Tensor, labels: Tensor, targets: Tensor | None = None) -> None:
+        """Write a batch (any device; copied to CPU) of images ``(B, ...)``, labels ``(B,)`` and
+        optional attack targets ``(B,)`` (give them for every batch or for none)."""
+        x = images.detach()
+        if self.sample_shape is None:
+            if x.dtype not in _DTYPES:
+                raise TypeError(f"TensorSpool stores float16/32/64 images, got {x.dtype}")
+            self.sample_shape = tuple(x.shape[1:])
+            self.dtype = x.dtype
+        elif tuple(x.shape[1:]) != self.sample_shape or x.dtype != self.dtype:
+            raise ValueError(
+                f"batch of shape {tuple(x.shape[1:])}/{x.dtype} does not match the spool's "
+                f"{self.sample_shape}/{self.dtype}"
+            )
+        if labels.shape != (x.shape[0],):
+            raise ValueError("labels must have shape (B,) matching the images")
+        self._x.write(x.to("cpu").contiguous().numpy().tobytes())
+        if self.has_targets is None:
+            self.has_targets = targets is not None
+        elif self.has_targets != (targets is not None):
+            raise ValueError("give attack targets for every batch of a spool or for none")
+        self._y.write(labels.detach().to("cpu", torch.int64).contiguous().numpy().tobytes())
+        if targets is not None:
+            if targets.shape != (x.shape[0],):
+                raise ValueError("targets must have shape (B,) matching the images")
+            self._t.write(targets.detach().to("cpu", torch.int64).contiguous().numpy().tobytes())
+        self.count += int(x.shape[0])
+
+    def batches(
+        self, batch_size: int, device: torch.device | str | None = None
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """Stream the stored samples back in order, ``batch_size`` at a time (copies)."""
+        for x, y, _ in self.batches_with_targets(batch_size, device):
+            yield x, y
+
+    def batches_with_targets(
+        self, batch_size: int, device: torch.device | str | None = None
+    ) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
+        """Like :meth:`batches`, with the stored targets (``None`` when none were given)."""
+        for fh in (self._x, self._y, self._t):
+            fh.flush()
+        if self.count == 0:
+            return
+        assert self.sample_shape is not None and self.dtype is not None
+        xs = np.memmap(
+            self.x_path, dtype=_DTYPES[self.dtype], mode="r", shape=(self.count, *self.sample_shape)
+        )
+        ys = np.memmap(self.y_path, dtype=np.int64, mode="r", shape=(self.count,))
+        ts = (np.memmap(self.t_path, dtype=np.int64, mode="r", shape=(self.count,))
+              if self.has_targets else None)
+        try:
+            for i in range(0, self.count, batch_size):
+                x = torch.from_numpy(np.array(xs[i : i + batch_size]))
+                y = torch.from_numpy(np.array(ys[i : i + batch_size]))
+                t = None if ts is None else torch.from_numpy(np.array(ts[i : i + batch_size]))
+                if device is not None:
+                    x, y = x.to(device), y.to(device)
+                    t = None if t is None else t.to(device)
+                yield x, y, t
+        finally:
+            del xs, ys, ts
+
+    def close(self) -> None:
+        """Close the writers (the files stay until :meth:`delete`)."""
+        for fh in (self._x, self._y, self._t):
+            if not fh.closed:
+                fh.close()
+
+    def delete(self) -> None:
+        """Close and remove the scratch files."""
+        self.close()
+        for p in (self.x_path, self.y_path, self.t_path):
+            p.unlink(missing_ok=True)
+
+    def __enter__(self) -> TensorSpool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.delete()
+
+    def __repr__(self) -> str:
+        return f"TensorSpool({str(self.x_path)!r}, n={self.count}, shape={self.sample_shape})"
