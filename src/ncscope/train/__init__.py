@@ -1,10 +1,13 @@
-"""Training with Neural-Collapse tracking: ST, PGD adversarial training and TRADES.
+"""Training with Neural-Collapse tracking: ST, PGD adversarial training, TRADES and new modes.
 
 Reproduces the training protocol of Su, Zhang, Tsilivis, Kempe, "On the Robustness of Neural
-Collapse and the Neural Collapse of Robustness" (TMLR 2024; paper-brief §3): SGD 0.9, lr 0.1
-with the per-iteration piecewise schedule, weight decay 5e-4, batch 128, ST / AT (PGD in train
-mode, adversarial CE only) / TRADES (beta = 6, optional BatchNorm quirk of the official code),
-and per-epoch NC on the clean training data and on the training-time perturbations.
+Collapse and the Neural Collapse of Robustness" (TMLR 2024, experimental setup, and their
+official code): SGD 0.9, lr 0.1 with the per-iteration piecewise schedule, weight decay 5e-4,
+batch 128, ST / AT (PGD in train mode, adversarial CE only) / TRADES (beta = 6, optional
+BatchNorm quirk of the official code), and per-epoch NC on the clean training data and on the
+training-time perturbations. Training modes are objects in a registry
+(:mod:`ncscope.train.modes`: :func:`register_mode`), as are losses (:func:`register_loss`)
+and schedules (:func:`register_schedule`).
 
 Entry points: :func:`train` (config in, trained model + history + run folder out),
 :class:`Trainer` (any ``nn.Module`` and data sets), :func:`track` (one measurement, reusable
@@ -18,14 +21,23 @@ from ncscope.train.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from ncscope.train.config import MODES, TrainConfig
+from ncscope.train.config import TrainConfig
 from ncscope.train.distributed import DistInfo, derive_seed, epoch_batches
 from ncscope.train.history import HistoryWriter, read_jsonl, rows_to_frame
 from ncscope.train.losses import LOSSES, cross_entropy, make_loss, register_loss, trades_kl
+from ncscope.train.modes import (
+    MODES,
+    StepContext,
+    StepOutput,
+    TrainingMode,
+    make_mode,
+    register_mode,
+)
+from ncscope.train.result import Callback, TrainResult
 from ncscope.train.schedules import SCHEDULES, lr_at, register_schedule
 from ncscope.train.spool import TensorSpool
 from ncscope.train.tracking import SOURCES, Tracker, resolve_track_layers, track
-from ncscope.train.trainer import Callback, Trainer, TrainResult, train
+from ncscope.train.trainer import Trainer, train
 
 __all__ = [
     "LOSSES",
@@ -36,9 +48,12 @@ __all__ = [
     "CheckpointError",
     "DistInfo",
     "HistoryWriter",
+    "StepContext",
+    "StepOutput",
     "TensorSpool",
     "TrainConfig",
     "TrainResult",
+    "TrainingMode",
     "Tracker",
     "Trainer",
     "cross_entropy",
@@ -48,8 +63,10 @@ __all__ = [
     "load_checkpoint",
     "lr_at",
     "make_loss",
+    "make_mode",
     "read_jsonl",
     "register_loss",
+    "register_mode",
     "register_schedule",
     "resolve_track_layers",
     "rows_to_frame",

@@ -24,21 +24,11 @@ from typing import Any
 from ncscope.data import UnknownNameError, available_datasets, get_dataset_info
 from ncscope.models import MODELS, available_models
 from ncscope.train.losses import canonical_loss
+from ncscope.train.modes import MODES, canonical_mode
 from ncscope.train.schedules import canonical_schedule
 
 __all__ = ["MODES", "RESUME_FREE_FIELDS", "TRACK_LAYER_CHOICES", "TrainConfig", "canonical_model"]
 
-#: Training modes (paper-brief §3.4): standard, PGD adversarial training (Madry), TRADES.
-MODES: tuple[str, ...] = ("st", "at", "trades")
-_MODE_ALIASES = {
-    "std": "st",
-    "std_train": "st",
-    "standard": "st",
-    "pgd": "at",
-    "pgd_train": "at",
-    "adv": "at",
-    "pgd_train_trades": "trades",
-}
 _NORM_ALIASES = {"linf": "linf", "l_inf": "linf", "inf": "linf", "l2": "l2", "l_2": "l2"}
 _ATTACK_MODES = ("train", "eval")
 #: Shorthands accepted by ``track_layers`` besides an explicit list of layer specs.
@@ -137,7 +127,8 @@ class TrainConfig:
 
     Optimisation (paper-brief §3.3):
         mode: ``"st"`` (CE on clean), ``"at"`` (CE on PGD examples only, Madry et al. 2018),
-            ``"trades"`` (``CE(f(x), y) + trades_beta * KL(f(x) || f(x'))``, Zhang et al. 2019).
+            ``"trades"`` (``CE(f(x), y) + trades_beta * KL(f(x) || f(x'))``, Zhang et al. 2019),
+            or any mode added with :func:`ncscope.train.modes.register_mode`.
         loss: name in :data:`ncscope.train.LOSSES` (``loss_kwargs`` are passed to it); for
             TRADES it is the natural term.
         epochs, batch_size, lr (``lr_max``), momentum, weight_decay (all parameters),
@@ -269,7 +260,7 @@ class TrainConfig:
                 raise ValueError(f"data set {info.name!r} has no default model; set model=")
             self.model = info.default_model
         self.model = canonical_model(self.model)
-        self.mode = _choice("mode", self.mode, MODES, _MODE_ALIASES)
+        self.mode = canonical_mode(self.mode)  # any registered mode (ncscope.train.modes)
         self.loss = canonical_loss(self.loss)
         self.schedule = canonical_schedule(self.schedule)
         self.norm = _choice("norm", self.norm, ("linf", "l2"), _NORM_ALIASES)

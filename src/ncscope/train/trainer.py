@@ -1,76 +1,66 @@
-"""The trainer: ST / PGD-AT / TRADES with per-epoch NC tracking, checkpoints and DDP.
+"""The trainer: any training mode with per-epoch NC tracking, checkpoints and DDP.
 
-Training modes (paper-brief §3.4, the official code of Su et al. 2024):
+The loop is mode-agnostic: each epoch it puts the model in the mode's
+:meth:`~ncscope.train.modes.TrainingMode.model_mode`, builds the mode's attack, and for every
+batch calls :meth:`~ncscope.train.modes.TrainingMode.step` and takes one SGD step on its loss.
+The built-in modes (``st``, ``at``, ``trades``; Su et al. 2024, experimental setup, and their
+official code) and how to add one are described in :mod:`ncscope.train.modes`.
 
-* ``st``: ``loss(f(x), y)`` on the clean batch.
-* ``at`` (Madry et al. 2018): ``x' = PGD(x)`` with the model in **train** mode during the attack
-  (``attack_mode="train"``, as the paper's code: BN uses and updates the batch statistics of the
-  perturbed batches; ``"eval"`` is an option), then ``loss(f(x'), y)`` only (no clean term).
-  With ``clean_forward=True`` the paper's extra clean forward in train mode (no backward) follows,
-  for the logged clean accuracy; it also updates BN running statistics, as in the paper's code.
-* ``trades`` (Zhang et al. 2019): ``x'`` maximises ``KL(f(x) || f(x'))`` with the model in eval
-  mode; then, back in train mode, ``loss(f(x), y) + beta * KL(f(x) || f(x'))`` with the KL summed
-  and divided by the batch size. ``bn_quirk=True`` reproduces the official code, where the model
-  is never switched back: the whole TRADES training runs with BatchNorm in eval mode (running
-  statistics stay at their initial values). One DDP forward computes both ``f(x)`` and ``f(x')``
-  (two separate model calls, so BN batch statistics are per input as in the reference).
-
-Optimisation (paper-brief §3.3): SGD (momentum 0.9, weight decay on every parameter), the
-learning rate set before every iteration from the schedule at the fractional epoch
-``t = epoch + (i + 1) / batches``.
+Optimisation (Su et al. 2024, experimental setup; the code of Rice et al. 2020): SGD (momentum
+0.9, weight decay on every parameter), the learning rate set before every iteration from the
+schedule at the fractional epoch ``t = epoch + (i + 1) / batches``.
 
 Determinism: the batch order is ``DistributedSampler(seed).set_epoch(epoch)`` and the attack
 noise comes from generators seeded with ``(seed, epoch, rank, purpose)``; with
 ``torch.use_deterministic_algorithms`` (on for CPU by default) a run is bit-for-bit repeatable
 on CPU for a given seed and thread count, and a resumed run is identical to an uninterrupted one.
+
+Related modules: :mod:`ncscope.train.result` (:class:`TrainResult`, :class:`Callback`),
+:mod:`ncscope.train.run_folder` (the output folder), :mod:`ncscope.train.runtime` (device,
+threads, DDP set-up).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ncscope.attacks import PGD, TRADES
+from ncscope.attacks import Attack
 from ncscope.data import load_dataset
 from ncscope.models import create_model
 from ncscope.train.checkpoint import (
     CheckpointError,
-    atomic_torch_save,
-    atomic_write_text,
     checkpoint_path,
     get_rng_state,
-    list_checkpoints,
     load_checkpoint,
     prune_checkpoints,
     save_checkpoint,
     set_rng_state,
 )
-from ncscope.train.config import RESUME_FREE_FIELDS, TrainConfig
-from ncscope.train.distributed import (
-    DistInfo,
-    all_reduce_sum,
-    cleanup_distributed,
-    derive_seed,
-    epoch_batches,
-    setup_distributed,
-)
+from ncscope.train.config import TrainConfig
+from ncscope.train.distributed import DistInfo, all_reduce_sum, derive_seed, epoch_batches
 from ncscope.train.history import HistoryWriter, rows_to_frame
-from ncscope.train.losses import make_loss, trades_kl
+from ncscope.train.losses import make_loss
+from ncscope.train.modes import MultiForward, StepContext, make_mode
+from ncscope.train.result import Callback, TrainResult
+from ncscope.train.run_folder import (
+    append_timing,
+    check_resume_config,
+    check_run_dir,
+    prepare_run_dir,
+    resume_path,
+    save_final_model,
+)
+from ncscope.train.runtime import seed_globals, training_runtime
 from ncscope.train.schedules import lr_at
 from ncscope.train.spool import TensorSpool
 from ncscope.train.tracking import (
@@ -83,121 +73,8 @@ from ncscope.train.tracking import (
 __all__ = ["Callback", "TrainResult", "Trainer", "train"]
 
 
-class Callback:
-    """Hooks called by :class:`Trainer` (override what you need; all default to no-ops).
-
-    ``epoch`` is always the 1-based number of the epoch concerned.
-    """
-
-    def on_fit_start(self, trainer: Trainer) -> None:
-        """Before the first epoch of this call (after a resume: the first remaining epoch)."""
-
-    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
-        """Before the first batch of ``epoch``."""
-
-    def on_batch_end(self, trainer: Trainer, epoch: int, batch: int, logs: dict[str, Any]) -> None:
-        """After the optimiser step of batch ``batch`` (0-based); ``logs``: loss, lr, step."""
-
-    def on_epoch_end(
-        self, trainer: Trainer, epoch: int, logs: dict[str, Any], rows: list[dict[str, Any]]
-    ) -> None:
-        """After ``epoch`` was trained, measured (``rows``, empty if not tracked) and saved."""
-
-    def on_fit_end(self, trainer: Trainer, result: TrainResult) -> None:
-        """After the last epoch."""
-
-
-@dataclass
-class TrainResult:
-    """What :func:`train` / :meth:`Trainer.fit` return.
-
-    Attributes:
-        model: the trained model (unwrapped, on its training device, in eval mode).
-        history: the metric rows as a DataFrame (one row per epoch × source × reference ×
-            layer; see :mod:`ncscope.train.tracking`).
-        run_dir: the run folder (``None`` when ``out_dir`` was not set).
-        config: the run's :class:`TrainConfig`.
-        rows: the metric rows as dicts (the JSONL content).
-        timings: per-epoch wall times (``train_s``, ``track_s``, ``checkpoint_s``) of this call.
-    """
-
-    model: nn.Module
-    history: pd.DataFrame
-    run_dir: Path | None
-    config: TrainConfig
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    timings: list[dict[str, Any]] = field(default_factory=list)
-
-    def final(
-        self, source: str = "train_clean", reference: str | None = None, layer: str | None = None
-    ) -> dict[str, Any]:
-        """The last measured row of ``source`` (around ``reference``, default: itself for train
-        sources, ``train_clean`` for test sources) at ``layer`` (default: the penultimate)."""
-        if reference is not None:
-            ref = reference
-        else:
-            ref = "train_clean" if source.startswith("test") else source
-        df = self.history
-        if df.empty:
-            raise ValueError("no rows were measured")
-        sel = df[(df["source"] == source) & (df["reference"] == ref)]
-        if layer is None:
-            sel = sel[sel["layer"] == sel["layer"].iloc[-1]] if len(sel) else sel
-        else:
-            sel = sel[sel["layer"] == layer]
-        if sel.empty:
-            raise ValueError(f"no rows for source={source!r}, reference={ref!r}, layer={layer!r}")
-        return sel.iloc[-1].to_dict()
-
-    def summary(self) -> pd.DataFrame:
-        """Per-epoch accuracies (one column per source) at the penultimate layer."""
-        df = self.history
-        if df.empty:
-            return df
-        pen = df["layer"].iloc[-1]
-        own = df[
-            (df["layer"] == pen)
-            & ((df["reference"] == df["source"]) | df["source"].str.startswith("test"))
-        ]
-        wide = own.pivot_table(index="epoch", columns="source", values="accuracy")
-        wide.columns = [f"{c}_acc" for c in wide.columns]
-        return wide.reset_index()
-
-
-class _MultiForward(nn.Module):
-    """``forward(*xs)`` = ``model(x)`` for each input: one (DDP) call, separate BN statistics."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, *xs: Tensor) -> Tensor | tuple[Tensor, ...]:
-        outs = tuple(self.model(x) for x in xs)
-        return outs[0] if len(outs) == 1 else outs
-
-
-def _resolve_device(name: str, info: DistInfo) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("device='cuda' but CUDA is not available (use device='cpu')")
-        return torch.device("cuda", info.local_rank if info.active else torch.cuda.current_device())
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device={name!r} but CUDA is not available (use device='cpu')")
-    return torch.device(name)
-
-
-def _seed_globals(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % (2**32))
-    import random
-
-    random.seed(seed)
-
-
 class Trainer:
-    """Train any classifier ``nn.Module`` with ST / AT / TRADES and track NC per epoch.
+    """Train any classifier ``nn.Module`` in any registered mode and track NC per epoch.
 
     Args:
         model: pixel-space classifier (normalisation inside, final ``nn.Linear`` named
@@ -209,6 +86,7 @@ class Trainer:
         callbacks: :class:`Callback` objects.
 
     Use :meth:`fit` to train (optionally resuming); :meth:`track` measures the current model.
+    ``trainer.mode`` is the :class:`~ncscope.train.modes.TrainingMode` of ``config.mode``.
     """
 
     def __init__(
@@ -232,6 +110,7 @@ class Trainer:
             raise ValueError("the training set is empty")
         self.num_classes = num_classes_of(model, train_data)
         self.loss_fn = make_loss(self.config.loss, **self.config.loss_kwargs)
+        self.mode = make_mode(self.config)
         self.run_dir = Path(self.config.out_dir) if self.config.out_dir is not None else None
         self.step = 0
         self.epoch = 0  # completed epochs
@@ -240,7 +119,7 @@ class Trainer:
         self.dist = DistInfo()
         self.device = torch.device("cpu")
         self.optimizer = self._make_optimizer()
-        self._forward: nn.Module = _MultiForward(model)
+        self._forward: nn.Module = MultiForward(model)
         self._tracker: Tracker | None = None
 
     # ------------------------------------------------------------------ building blocks
@@ -253,31 +132,16 @@ class Trainer:
             weight_decay=cfg.weight_decay,
         )
 
-    def _train_attack(self, epoch: int) -> PGD | TRADES | None:
-        cfg = self.config
-        if cfg.mode == "st":
-            return None
+    def _train_attack(self, epoch: int) -> Attack | None:
+        """The mode's attack for (1-based) ``epoch``, with its own seeded generator."""
         gen = torch.Generator(device=self.device)
-        gen.manual_seed(derive_seed(cfg.seed, epoch, self.dist.rank, PURPOSE_TRAIN_ATTACK))
-        common = {
-            "eps": cfg.eps,
-            "alpha": cfg.effective_alpha,
-            "steps": cfg.steps,
-            "norm": cfg.norm,
-            "model_mode": cfg.effective_attack_mode,
-            "generator": gen,
-            "checks": "off",
-            "fast": cfg.fast_attacks and cfg.effective_attack_mode == "eval",
-        }
-        if cfg.mode == "at":
-            return PGD(self.model, random_start=cfg.random_start, restarts=cfg.restarts, **common)
-        return TRADES(self.model, init_std=0.001 if cfg.random_start else 0.0, **common)
+        gen.manual_seed(derive_seed(self.config.seed, epoch, self.dist.rank, PURPOSE_TRAIN_ATTACK))
+        return self.mode.build_attack(self.model, gen)
 
     @property
     def tracker(self) -> Tracker:
         """The :class:`Tracker` of this run (built on first use)."""
         if self._tracker is None:
-            spool = self._spool_dir()
             self._tracker = Tracker(
                 self.model,
                 self.train_data,
@@ -285,7 +149,7 @@ class Trainer:
                 self.config,
                 device=self.device,
                 dist=self.dist,
-                spool_dir=spool,
+                spool_dir=self._spool_dir(),
             )
         return self._tracker
 
@@ -316,19 +180,7 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any], *, source: str = "checkpoint") -> None:
         """Restore :meth:`state_dict` output; a config or model mismatch is a CheckpointError."""
-        saved = dict(state["config"])
-        now = self.config.to_dict()
-        diff = sorted(
-            k
-            for k in set(saved) | set(now)
-            if k not in RESUME_FREE_FIELDS and saved.get(k) != now.get(k)
-        )
-        if diff:
-            detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff[:4])
-            raise CheckpointError(
-                f"{source} was written with a different config ({detail}); resume with the "
-                "same settings or start a new run folder"
-            )
+        check_resume_config(dict(state["config"]), self.config.to_dict(), source)
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -340,32 +192,13 @@ class Trainer:
         self.rows = [dict(r) for r in state["history"]]
         set_rng_state(state["rng"])
 
-    def _resume_path(self, resume: bool | str | os.PathLike[str]) -> Path | None:
-        if resume is False or resume is None:
-            return None
-        if resume is True:
-            if self.run_dir is None:
-                raise ValueError("resume=True needs config.out_dir (the run folder to resume)")
-            found = list_checkpoints(self.run_dir / "checkpoints")
-            return found[-1][1] if found else None
-        return Path(resume)
-
-    def _check_run_dir(self, resuming: bool, wanted: bool = False) -> None:
-        if self.run_dir is None or resuming:
-            return
-        existing = [
-            p for p in (self.run_dir / "history.jsonl", self.run_dir / "checkpoints") if p.exists()
-        ]
-        if existing and not self.config.overwrite:
-            if wanted:
-                raise FileExistsError(
-                    f"run folder {self.run_dir} holds results but no checkpoint to resume "
-                    "from; set overwrite=True to start over"
-                )
-            raise FileExistsError(
-                f"run folder {self.run_dir} already holds results ({existing[0].name}); pass "
-                "resume=True to continue it or set overwrite=True to start over"
-            )
+    def save_checkpoint(self) -> Path:
+        """Write the checkpoint of the completed epochs atomically and prune old ones."""
+        assert self.run_dir is not None
+        ckpt_dir = self.run_dir / "checkpoints"
+        path = save_checkpoint(checkpoint_path(ckpt_dir, self.epoch), self.state_dict())
+        prune_checkpoints(ckpt_dir, self.config.keep_epochs)
+        return path
 
     # ------------------------------------------------------------------ training
     def fit(self, resume: bool | str | os.PathLike[str] = False) -> TrainResult:
@@ -376,60 +209,51 @@ class Trainer:
         truncated or foreign checkpoint raises :class:`CheckpointError` before anything is
         written.
         """
-        cfg = self.config
-        prev_threads = torch.get_num_threads()
-        prev_det = torch.are_deterministic_algorithms_enabled()
-        prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-        kind = (
-            "cuda"
-            if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
-            else "cpu"
-        )
-        self.dist = setup_distributed(kind)
-        try:
-            if cfg.threads is not None:
-                torch.set_num_threads(cfg.threads)
-            self.device = _resolve_device(cfg.device, self.dist)
-            det = cfg.deterministic if cfg.deterministic is not None else self.device.type == "cpu"
-            torch.use_deterministic_algorithms(det, warn_only=True)
+        with training_runtime(self.config) as (self.dist, self.device):
             return self._fit(resume)
-        finally:
-            torch.set_num_threads(prev_threads)
-            torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
-            cleanup_distributed(self.dist)
 
-    def _fit(self, resume: bool | str | os.PathLike[str]) -> TrainResult:
-        cfg = self.config
-        info = self.dist
+    def _start(self, resume: bool | str | os.PathLike[str]) -> HistoryWriter | None:
+        """Load the checkpoint or seed a fresh run, prepare the run folder and the forward."""
+        cfg, info = self.config, self.dist
         self.model.to(self.device)
         self.optimizer = self._make_optimizer()  # after .to(): state lives with the params
-        ckpt_file = self._resume_path(resume)
+        ckpt_file = resume_path(self.run_dir, resume)
         state = None
         if ckpt_file is not None:
             state = load_checkpoint(ckpt_file)  # CPU: RNG states must stay CPU tensors
-        self._check_run_dir(resuming=state is not None, wanted=resume is not False)
+        check_run_dir(
+            self.run_dir,
+            overwrite=cfg.overwrite,
+            resuming=state is not None,
+            wanted=resume is not False,
+        )
         if state is not None:
             self.load_state_dict(state, source=f"checkpoint {ckpt_file}")
         else:
             self.epoch, self.step, self.rows = 0, 0, []
-            _seed_globals(derive_seed(cfg.seed, 0, info.rank, 0))
+            seed_globals(derive_seed(cfg.seed, 0, info.rank, 0))
         self._tracker = None
         _ = self.tracker  # validates the classifier / layers before any training
-        writer = self._prepare_run_dir(fresh=state is None)
-
+        writer = None
+        if self.run_dir is not None and info.is_main:
+            writer = prepare_run_dir(self.run_dir, cfg, self.rows, fresh=state is None)
         if info.active:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self._forward = DistributedDataParallel(_MultiForward(self.model), device_ids=ids)
+            self._forward = DistributedDataParallel(MultiForward(self.model), device_ids=ids)
         else:
-            self._forward = _MultiForward(self.model)
-
+            self._forward = MultiForward(self.model)
         if state is None and cfg.track_init:
             rows = self.track(0)  # the initialised model: the start of the NC trajectory
             self.rows.extend(rows)
             if writer is not None:
                 writer.append(rows)
+        return writer
+
+    def _fit(self, resume: bool | str | os.PathLike[str]) -> TrainResult:
+        cfg, info = self.config, self.dist
+        writer = self._start(resume)
         show = cfg.progress and info.is_main and sys.stderr.isatty()
         for cb in self.callbacks:
             cb.on_fit_start(self)
@@ -447,7 +271,7 @@ class Trainer:
                     cb.on_epoch_start(self, epoch)
                 tracked = cfg.is_tracked(epoch)
                 spool = None
-                if tracked and cfg.mode != "st" and cfg.track_perturbed:
+                if tracked and self.mode.perturbs and cfg.track_perturbed:
                     spool = TensorSpool(self._spool_dir(), f"rank{info.rank}-train_perturbed")
                 try:
                     t0 = time.perf_counter()
@@ -473,8 +297,7 @@ class Trainer:
                 }
                 self.timings.append(timing)
                 if self.run_dir is not None and info.is_main:
-                    with open(self.run_dir / "timings.jsonl", "a", encoding="utf-8") as fh:
-                        fh.write(json.dumps(timing) + "\n")
+                    append_timing(self.run_dir, timing)
                 bar.update(1)
                 bar.set_postfix(loss=f"{logs['run_loss']:.3g}", lr=f"{logs['lr']:.3g}")
                 for cb in self.callbacks:
@@ -483,8 +306,7 @@ class Trainer:
             bar.close()
         self.model.eval()
         if self.run_dir is not None and info.is_main and cfg.save_model:
-            state_dict = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
-            atomic_torch_save(self.run_dir / "model.pt", state_dict)
+            save_final_model(self.run_dir, self.model)
         result = TrainResult(
             model=self.model,
             history=rows_to_frame(self.rows),
@@ -497,51 +319,28 @@ class Trainer:
             cb.on_fit_end(self, result)
         return result
 
-    def _prepare_run_dir(self, fresh: bool) -> HistoryWriter | None:
-        if self.run_dir is None or not self.dist.is_main:
-            return None
-        cfg = self.config
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        ckpt_dir = self.run_dir / "checkpoints"
-        if fresh:
-            if ckpt_dir.exists():
-                shutil.rmtree(ckpt_dir)
-        elif ckpt_dir.exists():  # temp files of a write interrupted by a crash
-            for tmp in ckpt_dir.glob(".*.tmp"):
-                tmp.unlink(missing_ok=True)
-            with contextlib.suppress(FileNotFoundError):
-                (self.run_dir / "timings.jsonl").unlink()
-        atomic_write_text(self.run_dir / "config.yaml", cfg.to_yaml())
-        writer = HistoryWriter(self.run_dir)
-        writer.reset(self.rows)  # on resume: exactly the checkpoint's rows
-        return writer
-
-    def save_checkpoint(self) -> Path:
-        """Write the checkpoint of the completed epochs atomically and prune old ones."""
-        assert self.run_dir is not None
-        ckpt_dir = self.run_dir / "checkpoints"
-        path = save_checkpoint(checkpoint_path(ckpt_dir, self.epoch), self.state_dict())
-        prune_checkpoints(ckpt_dir, self.config.keep_epochs)
-        return path
-
     def _train_epoch(self, epoch: int, spool: TensorSpool | None, show: bool) -> dict[str, Any]:
         """One epoch (1-based ``epoch``); returns the epoch-level log columns."""
-        cfg = self.config
-        info = self.dist
-        model = self.model
-        quirk = cfg.mode == "trades" and cfg.bn_quirk
-        model.train()
-        if quirk:  # official TRADES: attack_trades() calls model.eval() and nothing undoes it
-            model.eval()
-        batches = epoch_batches(
-            len(self.train_data),
-            cfg.batch_size,
-            epoch - 1,
-            cfg.seed,
-            info,  # type: ignore[arg-type]
-        )
+        cfg, info, mode = self.config, self.dist, self.mode
+        model_mode = mode.model_mode(epoch)
+        if model_mode not in ("train", "eval"):
+            raise ValueError(
+                f"{type(mode).__name__}.model_mode() must return 'train' or 'eval', "
+                f"got {model_mode!r}"
+            )
+        self.model.train(model_mode == "train")
+        n_data = len(self.train_data)  # type: ignore[arg-type]
+        batches = epoch_batches(n_data, cfg.batch_size, epoch - 1, cfg.seed, info)
         n_batches = len(batches)
-        attack = self._train_attack(epoch)
+        ctx = StepContext(
+            model=self.model,
+            multi_forward=self._forward,
+            loss_fn=self.loss_fn,
+            config=cfg,
+            attack=self._train_attack(epoch),
+            epoch=epoch,
+            device=self.device,
+        )
         # loss sum, clean correct, clean n, adversarial correct, adversarial n, total n
         sums = torch.zeros(6, dtype=torch.float64)
         lr = cfg.lr
@@ -554,40 +353,25 @@ class Trainer:
             x, y = fetch_batch(self.train_data, idx)
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             keep = ~torch.as_tensor(pad, dtype=torch.bool, device=self.device)
-            clean_logits = adv_logits = x_adv = None
-            if cfg.mode == "st":
-                clean_logits = self._forward(x)
-                loss = self.loss_fn(clean_logits, y)
-            elif cfg.mode == "at":
-                assert attack is not None
-                x_adv = attack(x, y)
-                adv_logits = self._forward(x_adv)
-                loss = self.loss_fn(adv_logits, y)
-                if cfg.clean_forward:
-                    with torch.no_grad():
-                        clean_logits = model(x)
-            else:
-                assert attack is not None
-                x_adv = attack(x, y)
-                clean_logits, adv_logits = self._forward(x, x_adv)
-                loss = self.loss_fn(clean_logits, y) + cfg.trades_beta * trades_kl(
-                    adv_logits, clean_logits
-                )
+            ctx.batch, ctx.step = i, self.step
+            out = mode.step(ctx, x, y)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            out.loss.backward()
             self.optimizer.step()
             self.step += 1
-            if spool is not None and x_adv is not None:
-                spool.append(x_adv[keep], y[keep])
+            if spool is not None:
+                if out.x_adv is None:
+                    raise RuntimeError(
+                        f"{type(mode).__name__} has perturbs=True but its step returned no x_adv"
+                    )
+                spool.append(out.x_adv[keep], y[keep])
             n_keep = int(keep.sum())
-            loss_value = float(loss.detach())
+            loss_value = float(out.loss.detach())
             stats = [loss_value * n_keep, 0.0, 0.0, 0.0, 0.0, n_keep]
-            if clean_logits is not None:
-                stats[1] = float((clean_logits.detach().argmax(1) == y)[keep].sum())
-                stats[2] = n_keep
-            if adv_logits is not None:
-                stats[3] = float((adv_logits.detach().argmax(1) == y)[keep].sum())
-                stats[4] = n_keep
+            for j, logits in ((1, out.clean_logits), (3, out.adv_logits)):
+                if logits is not None:
+                    stats[j] = float((logits.detach().argmax(1) == y)[keep].sum())
+                    stats[j + 1] = n_keep
             sums += torch.tensor(stats, dtype=torch.float64)
             for cb in self.callbacks:
                 cb.on_batch_end(self, epoch, i, {"loss": loss_value, "lr": lr, "step": self.step})
