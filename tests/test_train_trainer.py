@@ -293,16 +293,26 @@ def test_command_line_entry_point(tmp_path, capsys) -> None:
 def test_track_init_measures_epoch_zero_without_changing_training() -> None:
     from ncscope.train import TrainConfig, train
 
-    base = dict(dataset="digits", n_per_class=10, mode="at", epochs=2, eps=0.1, steps=2,
-                progress=False, model_kwargs={"widths": [16]}, track_test=False)
+    base = dict(
+        dataset="digits",
+        n_per_class=10,
+        mode="at",
+        epochs=2,
+        eps=0.1,
+        steps=2,
+        progress=False,
+        model_kwargs={"widths": [16]},
+        track_test=False,
+    )
     with_init = train(TrainConfig(**base, track_init=True))
     without = train(TrainConfig(**base))
     h = with_init.history
     first = set(h[h.epoch == 0].source)
     assert h.epoch.iloc[0] == 0 and "train_clean" in first and "train_perturbed" not in first
     assert h[h.epoch == 0].nc1.iloc[0] > h[h.epoch == 2].nc1.iloc[0]
-    for (k, a), b in zip(with_init.model.state_dict().items(),
-                         without.model.state_dict().values(), strict=True):
+    for (k, a), b in zip(
+        with_init.model.state_dict().items(), without.model.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b), k
 
 
@@ -314,8 +324,17 @@ def test_fast_attacks_only_for_eval_mode_attacks() -> None:
     from ncscope.train import TrainConfig, train
     from ncscope.train.trainer import Trainer
 
-    base = dict(dataset="digits", n_per_class=10, epochs=1, eps=0.1, steps=2, progress=False,
-                model_kwargs={"widths": [16]}, track_test=False, fast_attacks=True)
+    base = dict(
+        dataset="digits",
+        n_per_class=10,
+        epochs=1,
+        eps=0.1,
+        steps=2,
+        progress=False,
+        model_kwargs={"widths": [16]},
+        track_test=False,
+        fast_attacks=True,
+    )
     data = load_dataset("digits", n_per_class=10)
     model = create_model("bn_mlp", dataset="digits", widths=[16])
 
@@ -329,4 +348,5 @@ def test_fast_attacks_only_for_eval_mode_attacks() -> None:
     exact = train(TrainConfig(mode="trades", **{**base, "fast_attacks": False})).history
     assert list(fast.columns) == list(exact.columns) and len(fast) == len(exact)
     assert abs(fast["nc1"].to_numpy() - exact["nc1"].to_numpy()).max() <= 0.05 * (
-        1 + abs(exact["nc1"].to_numpy()).max())
+        1 + abs(exact["nc1"].to_numpy()).max()
+    )

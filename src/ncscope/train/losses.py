@@ -1,8 +1,8 @@
 """Training losses: a registry (:data:`LOSSES`, :func:`register_loss`) and the TRADES KL term.
 
 A *loss factory* takes keyword options and returns ``loss_fn(logits, targets) -> scalar``
-(the mean over the batch). The paper trains with cross-entropy (paper-brief §3.3); label
-smoothing, focal or MSE losses plug in with :func:`register_loss`::
+(the mean over the batch). The paper trains with cross-entropy (Su et al. 2024, experimental
+setup); label smoothing, focal or MSE losses plug in with :func:`register_loss`::
 
     @register_loss("mse")
     def mse(scale: float = 1.0):
