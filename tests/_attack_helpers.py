@@ -195,3 +195,42 @@ def official_trades_linf(model: nn.Module, x_natural: torch.Tensor, step_size: f
         x_adv = torch.min(torch.max(x_adv, x_natural - epsilon), x_natural + epsilon)
         x_adv = torch.clamp(x_adv, 0.0, 1.0)
     return x_adv
+
+
+def official_trades_l2(model: nn.Module, x_natural: torch.Tensor, epsilon: float,
+                       perturb_steps: int) -> torch.Tensor:
+    """The l2 inner loop of the official TRADES ``trades_loss`` (Zhang et al. 2019): SGD with
+    ``lr = epsilon / perturb_steps * 2`` on ``delta`` with normalised gradients, then clip to
+    [0, 1] and ``renorm`` (CPU; the model in eval mode). Returns ``x_natural + delta``."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:  # (no parameter .grad on the shared test model)
+        p.requires_grad_(False)
+    try:
+        return _official_trades_l2(model, x_natural, epsilon, perturb_steps)
+    finally:
+        for p, was in flags:
+            p.requires_grad_(was)
+
+
+def _official_trades_l2(model: nn.Module, x_natural: torch.Tensor, epsilon: float,
+                        perturb_steps: int) -> torch.Tensor:
+    criterion_kl = nn.KLDivLoss(reduction="sum")
+    batch_size = len(x_natural)
+    delta = 0.001 * torch.randn(x_natural.shape).detach()
+    delta.requires_grad_(True)
+    optimizer_delta = torch.optim.SGD([delta], lr=epsilon / perturb_steps * 2)
+    for _ in range(perturb_steps):
+        adv = x_natural + delta
+        optimizer_delta.zero_grad()
+        loss = (-1) * criterion_kl(nn.functional.log_softmax(model(adv), dim=1),
+                                   nn.functional.softmax(model(x_natural), dim=1))
+        loss.backward()
+        grad_norms = delta.grad.view(batch_size, -1).norm(p=2, dim=1)
+        delta.grad.div_(grad_norms.view(-1, *([1] * (x_natural.ndim - 1))))
+        if (grad_norms == 0).any():
+            delta.grad[grad_norms == 0] = torch.randn_like(delta.grad[grad_norms == 0])
+        optimizer_delta.step()
+        delta.data.add_(x_natural)
+        delta.data.clamp_(0, 1).sub_(x_natural)
+        delta.data.renorm_(p=2, dim=0, maxnorm=epsilon)
+    return (x_natural + delta).detach()

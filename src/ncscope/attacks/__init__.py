@@ -13,9 +13,19 @@ One module per family:
 * :mod:`~ncscope.attacks.fast` — :class:`AttackTwin`, what gradient attacks run with
   ``fast=True`` (eval-mode BatchNorm folded into the preceding layer).
 
+and the shared machinery, one idea per module: :mod:`~ncscope.attacks.threat` (the table of
+default radii, steps and step rules: :func:`threat_model`, :func:`default_alpha`),
+:mod:`~ncscope.attacks.base` (:class:`Attack`, :class:`AttackReport`: the call protocol),
+:mod:`~ncscope.attacks.gradient` (:class:`GradientAttack`: the gradient loop, once),
+:mod:`~ncscope.attacks.inputs` (image/label validation), :mod:`~ncscope.attacks.modes` (model
+mode and buffers), :mod:`~ncscope.attacks.sampling` (random draws), :mod:`~ncscope.attacks.steps`
+(projected steps), :mod:`~ncscope.attacks.fold` (BatchNorm folding). Argument checks come from
+:mod:`ncscope.validation`.
+
 Every class shares the call shape ``atk(images, labels, target=None) -> perturbed images``,
 ``atk.settings()`` (JSON-serialisable dict) and ``atk.last_report``. Models own their
-normalisation; attacks never see mean/std. This package imports no other ncscope subpackage.
+normalisation; attacks never see mean/std. From the rest of ncscope this package imports only
+:mod:`ncscope.validation`.
 """
 
 from __future__ import annotations
@@ -24,21 +34,21 @@ from typing import Any
 
 from torch import nn
 
-from ncscope.attacks.base import (
-    CHECK_LEVELS,
-    MODEL_MODES,
-    NORMS,
-    Attack,
-    AttackReport,
-    GradientAttack,
-    model_state,
-    preserved_buffers,
-)
+from ncscope.attacks.base import CHECK_LEVELS, Attack, AttackReport
 from ncscope.attacks.fast import AttackTwin, twin_for
 from ncscope.attacks.fgsm import FGSM
+from ncscope.attacks.gradient import GradientAttack
+from ncscope.attacks.modes import MODEL_MODES, model_state, preserved_buffers
 from ncscope.attacks.noise import GaussianL2, GaussianNoise, NoiseSource, RandomSign, UniformLinf
 from ncscope.attacks.pgd import LOSSES, PGD, TARGET_RULES
 from ncscope.attacks.sanity import AttackSanityWarning, audit
+from ncscope.attacks.threat import (
+    NORMS,
+    THREAT_DEFAULTS,
+    ThreatModel,
+    default_alpha,
+    threat_model,
+)
 from ncscope.attacks.trades import TRADES
 
 #: Registry: ``settings()["name"]`` -> class.
@@ -84,6 +94,7 @@ __all__ = [
     "NORMS",
     "PGD",
     "TARGET_RULES",
+    "THREAT_DEFAULTS",
     "TRADES",
     "Attack",
     "AttackReport",
@@ -94,10 +105,13 @@ __all__ = [
     "GradientAttack",
     "NoiseSource",
     "RandomSign",
+    "ThreatModel",
     "UniformLinf",
     "audit",
+    "default_alpha",
     "make_attack",
     "model_state",
     "preserved_buffers",
+    "threat_model",
     "twin_for",
 ]

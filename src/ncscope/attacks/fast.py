@@ -23,20 +23,30 @@ gradient component near zero may flip, so individual pixels can differ from the 
 step (measured in ``tests/test_attacks_fast.py``). Where the twin cannot be built — the model is
 not traceable by ``torch.fx``, hooks sit on modules the trace inlines, or there is nothing to
 gain — the model itself is used and the reason is reported.
+
+:class:`FastForward` is the opt-in wrapper a gradient attack holds with ``fast=True``: it picks
+the module the attack's passes call (the twin) and verifies it; the folding of one pair lives
+in :mod:`ncscope.attacks.fold`.
 """
 
 from __future__ import annotations
 
 import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.modules.conv import _ConvNd
 
-__all__ = ["AttackTwin", "has_hooks", "twin_for"]
+from ncscope.attacks.fold import Fold, bn_kind_matches, clone_layer
+from ncscope.attacks.modes import preserved_buffers
+from ncscope.validation import warn_user
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ncscope.attacks.base import AttackReport
+
+__all__ = ["AttackTwin", "FastForward", "has_hooks", "twin_for"]
 
 _FUSED_PREFIX = "_ncscope_folded_"
 #: largest accepted |twin logit - model logit| relative to ``1 + max |model logit|`` in
@@ -59,71 +69,6 @@ def _layout_key(model: nn.Module) -> tuple:
     """Changes when the module tree changes or a tensor is replaced (not updated in place)."""
     return (tuple(id(m) for m in model.modules()),
             tuple((t.data_ptr(), t.dtype, t.device) for t in _tensors(model)))
-
-
-#: foldable layer type -> the BatchNorm type that may follow it (exact types only: a subclass
-#: may override ``forward``, e.g. weight standardisation, and then folding would be wrong)
-_FOLDABLE: dict[type, type] = {nn.Linear: nn.BatchNorm1d, nn.Conv1d: nn.BatchNorm1d,
-                               nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d}
-
-
-def _bn_kind_matches(layer: nn.Module, bn: _BatchNorm) -> bool:
-    want = _FOLDABLE.get(type(layer))
-    if want is None or type(bn) is not want:
-        return False
-    n_out = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
-    return bn.num_features == n_out
-
-
-@dataclass
-class _Fold:
-    """One folded pair: ``target`` (a new layer in the twin) = ``layer`` followed by ``bn``."""
-
-    target: nn.Module
-    layer: nn.Module
-    bn: _BatchNorm
-
-    @torch.no_grad()
-    def refresh(self, channels_last: bool) -> None:
-        """Fold the live weights and running statistics (``torch.nn.utils.fusion``'s formulas):
-        ``s = gamma / sqrt(var + eps)``, ``W' = s * W`` per output channel,
-        ``b' = s * (b - mean) + beta``; ``s`` and ``b'`` in float64, then one multiply in the
-        weight's dtype written straight into the twin's layer (one pass over the weights)."""
-        layer, bn = self.layer, self.bn
-        w = layer.weight.detach()
-        d = torch.float64
-        assert bn.running_mean is not None and bn.running_var is not None
-        scale = torch.rsqrt(bn.running_var.to(d) + bn.eps)
-        if bn.weight is not None:
-            scale = scale * bn.weight.detach().to(d)
-        shift = -bn.running_mean.to(d)
-        if layer.bias is not None:
-            shift = shift + layer.bias.detach().to(d)
-        shift = shift * scale
-        if bn.bias is not None:
-            shift = shift + bn.bias.detach().to(d)
-        scale = scale.to(w.dtype).view(-1, *([1] * (w.ndim - 1)))
-        shift = shift.to(w.dtype)
-        fmt = (torch.channels_last if channels_last and w.ndim == 4
-               else torch.contiguous_format)
-        target = self.target
-        cur = target.weight
-        if _fits(cur, w, fmt):
-            torch.mul(w, scale, out=cur)  # never in place on the model's own weight
-        else:
-            target.weight = nn.Parameter((w * scale).contiguous(memory_format=fmt),
-                                         requires_grad=False)
-        if _fits(target.bias, shift, torch.contiguous_format):
-            target.bias.copy_(shift)
-        else:
-            target.bias = nn.Parameter(shift, requires_grad=False)
-
-
-def _fits(cur: Tensor | None, like: Tensor, fmt: torch.memory_format) -> bool:
-    """Whether ``cur`` can take a value shaped like ``like`` in place (same shape, dtype,
-    device, memory format; not the meta placeholder of a fresh twin layer)."""
-    return (isinstance(cur, Tensor) and cur.device == like.device and cur.dtype == like.dtype
-            and cur.shape == like.shape and cur.is_contiguous(memory_format=fmt))
 
 
 class AttackTwin:
@@ -203,7 +148,7 @@ class AttackTwin:
     def _build(self) -> None:
         model = self.model
         self._layout = _layout_key(model)
-        self._folds: list[_Fold] = []
+        self._folds: list[Fold] = []
         self.verified = False
         self.net: nn.Module = model
         first = next(_tensors(model), None)
@@ -241,18 +186,18 @@ class AttackTwin:
                     or src.op != "call_module" or len(src.users) != 1):
                 continue
             layer = modules.get(src.target)
-            if layer is None or not _bn_kind_matches(layer, bn):
+            if layer is None or not bn_kind_matches(layer, bn):
                 continue
             if node.target in hooked or src.target in hooked:  # a hook may read or change it
                 skipped.append(str(node.target))
                 continue
-            target = _clone_layer(layer)
+            target = clone_layer(layer)
             name = f"{_FUSED_PREFIX}{len(self._folds)}"
             gm.add_submodule(name, target)
             src.target = name
             node.replace_all_uses_with(src)
             graph.erase_node(node)
-            self._folds.append(_Fold(target, layer, bn))
+            self._folds.append(Fold(target, layer, bn))
         if not self._folds:
             why = (f"hooked BatchNorm or conv/linear layers: {', '.join(skipped[:3])}" if skipped
                    else "no conv/linear -> BatchNorm pair to fold")
@@ -281,16 +226,33 @@ def twin_for(model: nn.Module) -> AttackTwin:
     return twin.sync()
 
 
-def _clone_layer(layer: nn.Module) -> nn.Module:
-    """A hook-free copy of a conv/linear layer's configuration (weights are set by refresh)."""
-    if isinstance(layer, nn.Linear):
-        out: nn.Module = nn.Linear(layer.in_features, layer.out_features, bias=True,
-                                   device="meta")
-    else:
-        assert isinstance(layer, _ConvNd)
-        out = type(layer)(layer.in_channels, layer.out_channels, layer.kernel_size,
-                          stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
-                          groups=layer.groups, bias=True, padding_mode=layer.padding_mode,
-                          device="meta")
-    out.train(False)
-    return out
+class FastForward:
+    """The opt-in ``fast=True`` path of one gradient attack: which module its passes call.
+
+    :meth:`module` brings the model's shared :class:`AttackTwin` up to date, compares its logits
+    with the model's on the batch after every (re)build and on fully checked calls (two forward
+    passes, no side effect on buffers), and warns once per attack if the twin disagrees (it then
+    runs the model itself) or brings nothing on this model.
+    """
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self._warned = False
+
+    def module(self, model: nn.Module, x: Tensor, report: AttackReport,
+               full_check: bool = False) -> AttackTwin:
+        """The twin to run on ``x`` (model already in eval mode); records in ``report`` the
+        forward passes spent and what was done (``report.fast``)."""
+        twin = twin_for(model)  # built once per model, brought up to date here
+        if twin.folded and (not twin.verified or full_check):
+            with torch.no_grad(), preserved_buffers(model):
+                failure = twin.verify(x)
+            report.forwards += 2
+            if failure:
+                warn_user(f"{self.owner}: fast=True: {failure}")
+                self._warned = True
+        if not self._warned and twin.net is model and not twin.channels_last:
+            warn_user(f"{self.owner}: fast=True has no effect on this model: {twin.note}")
+            self._warned = True
+        report.fast = twin.note
+        return twin

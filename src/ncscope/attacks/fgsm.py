@@ -26,22 +26,27 @@ class FGSM(PGD):
 
     Threat model: white box; pixel space [0, 1]; ``||x_adv - x||_inf <= eps``.
 
+    A one-step subclass of :class:`~ncscope.attacks.pgd.PGD`: ``steps=1``, no random start and
+    the threat-model table's FGSM rule ``alpha = eps`` (:mod:`~ncscope.attacks.threat`).
+
     Args:
         model: classifier returning logits ``(B, K)``.
-        eps: l_inf radius and step size (pixel units, >= 0; default 8/255).
+        eps: l_inf radius and step size (pixel units in [0, 1]; ``None``: 8/255).
         targeted, target_rule, loss: as for :class:`~ncscope.attacks.pgd.PGD`.
         model_mode, seed, generator, checks: see :class:`~ncscope.attacks.base.Attack`
             (``seed``/``generator`` only matter for ``target_rule="random"``).
         fast: run on the model's folded attack twin (eval mode only; see
-            :class:`~ncscope.attacks.base.GradientAttack`); default ``False``: the model itself.
+            :class:`~ncscope.attacks.gradient.GradientAttack`); default ``False``: the model
+            itself.
     """
 
     name: ClassVar[str] = "FGSM"
+    step_rule: ClassVar[str] = "fgsm"
 
     def __init__(
         self,
         model: nn.Module,
-        eps: float = 8 / 255,
+        eps: float | None = None,
         targeted: bool = False,
         target_rule: str | None = "next",
         loss: str = "ce",
@@ -51,11 +56,10 @@ class FGSM(PGD):
         checks: str = "first",
         fast: bool = False,
     ) -> None:
-        super().__init__(model, eps=eps, alpha=1.0, steps=1, norm="linf", random_start=False,
+        super().__init__(model, eps=eps, alpha=None, steps=1, norm="linf", random_start=False,
                          restarts=1, targeted=targeted, target_rule=target_rule,
                          early_stop=False, loss=loss, model_mode=model_mode, seed=seed,
                          generator=generator, checks=checks, fast=fast)
-        self.alpha = self.eps  # one step of size eps (eps = 0 allowed: leaves x unchanged)
 
     def _hparams(self) -> dict[str, Any]:
         return {

@@ -8,6 +8,10 @@ Their code has three controls, all clipped to [0, 1]: i.i.d. Gaussian noise with
 of the l_inf ball, ``x + (8/255) * sign(N(0, I))``. A uniform draw from the l_inf ball is added
 as the start distribution of PGD (Madry et al. 2018).
 
+One family: each source declares its size parameter (``size_name``: ``sigma``, ``radius`` or
+``eps``), its default, the norm of its ball (``None``: unbounded) and a :meth:`~NoiseSource.sample`
+method; the constructor, the validation and the call are :class:`NoiseSource`'s.
+
 Threat model: none (no model, no gradient); the output lies in [0, 1] and, for the bounded
 sources, in their ball. The model argument is optional; when given together with labels, the
 report holds the per-example cross-entropy and misclassification flags (one forward pass).
@@ -21,19 +25,18 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from ncscope.attacks.base import (
-    Attack,
-    AttackReport,
-    _check_range,
-    _gaussian_l2,
-    _normal,
-    _random_sign,
-    _real,
-    _uniform,
-    preserved_buffers,
-)
+from ncscope.attacks.base import Attack, AttackReport
+from ncscope.attacks.inputs import check_class_range
+from ncscope.attacks.modes import preserved_buffers
+from ncscope.attacks.sampling import gaussian_l2, normal, random_sign, uniform_linf
+from ncscope.attacks.threat import check_eps
 
 __all__ = ["GaussianL2", "GaussianNoise", "NoiseSource", "RandomSign", "UniformLinf"]
+
+
+def size_alias(doc: str) -> property:
+    """A read-only property returning the source's size under its own name (``sigma``...)."""
+    return property(lambda self: self.size, doc=doc)
 
 
 class NoiseSource(Attack):
@@ -41,13 +44,19 @@ class NoiseSource(Attack):
 
     ``src(images, labels=None) -> Tensor``; labels are optional. The first constructor argument
     may be the model (for uniformity with attacks, e.g. ``GaussianNoise(model, sigma=0.1)``) or
-    directly the size (``GaussianNoise(0.1)``).
+    directly the size (``GaussianNoise(0.1)``); the size may also be given by its own keyword
+    (``sigma=``, ``radius=``, ``eps=``: the subclass's ``size_name``) or as ``size=``.
+
+    Subclasses declare ``name``, ``size_name``, ``default_size``, ``norm`` (``"linf"``, ``"l2"``
+    or ``None`` for unbounded noise) and implement :meth:`sample`.
     """
 
     requires_model: ClassVar[bool] = False
     requires_labels: ClassVar[bool] = False
     size_name: ClassVar[str] = "size"
     default_size: ClassVar[float] = 8 / 255
+    #: norm of the ball the output stays in (``None``: unbounded)
+    norm: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -58,35 +67,45 @@ class NoiseSource(Attack):
         seed: int | None = None,
         generator: torch.Generator | None = None,
         checks: str = "first",
+        **named: float | None,
     ) -> None:
-        owner = self.name
+        owner, key = self.name, self.size_name
+        unknown = sorted(set(named) - {key})
+        if unknown:
+            raise TypeError(f"{owner}: unexpected keyword argument(s) {', '.join(unknown)}; the "
+                            f"size is {key}=")
+        given = [v for v in (size, named.get(key)) if v is not None]
         if isinstance(model, Tensor | numbers.Real) and not isinstance(model, bool):
-            if size is not None:
-                raise TypeError(f"{owner}: {self.size_name} given twice (positionally as the "
-                                "first argument and again); pass the model first or omit it")
-            model, size = None, model  # type: ignore[assignment]
+            model, given = None, [model, *given]  # type: ignore[list-item]
+        if len(given) > 1:
+            raise TypeError(f"{owner}: {key} given twice (positionally as the first argument "
+                            "and again); pass the model first or omit it")
         super().__init__(model, model_mode=model_mode, seed=seed,  # type: ignore[arg-type]
                          generator=generator, checks=checks)
-        value = self.default_size if size is None else size
-        self.size = _real(owner, self.size_name, value, low=0.0, hint=" (pixel units)")
+        value = given[0] if given else self.default_size
+        self.size = check_eps(owner, value, self.norm, name=key)
 
     def _hparams(self) -> dict[str, Any]:
         return {self.size_name: self.size}
 
-    def _sample(self, x: Tensor, gen: torch.Generator | None) -> Tensor:
+    def _ball(self) -> tuple[str, str, float] | None:
+        return None if self.norm is None else (self.size_name, self.norm, self.size)
+
+    def sample(self, x: Tensor, gen: torch.Generator | None) -> Tensor:
+        """A perturbed copy of the images ``x`` (in [0, 1]), drawn from ``gen``."""
         raise NotImplementedError
 
     def _run(self, x: Tensor, labels: Tensor | None, target: Tensor | None,
              report: AttackReport, level: str) -> Tensor:
         if labels is not None and self.model is None:
-            _check_range(self.name, labels, None, "labels")
-        out = self._sample(x, self._rng(x.device))
+            check_class_range(self.name, labels, None, "labels")
+        out = self.sample(x, self._rng(x.device))
         if self.model is not None and labels is not None and level != "off":
             with torch.no_grad(), preserved_buffers(self.model):
                 logits = self.model(out)
             report.forwards += 1
             if isinstance(logits, Tensor) and logits.ndim == 2:
-                _check_range(self.name, labels, logits.shape[1], "labels")
+                check_class_range(self.name, labels, logits.shape[1], "labels")
                 z = logits.float()
                 report.objective = torch.logsumexp(z, 1) - z.gather(1, labels[:, None])[:, 0]
                 report.success = z.argmax(dim=1) != labels
@@ -105,27 +124,11 @@ class GaussianNoise(NoiseSource):
     name: ClassVar[str] = "GaussianNoise"
     size_name: ClassVar[str] = "sigma"
     default_size: ClassVar[float] = 8 / 255
+    sigma = size_alias("Per-pixel standard deviation of the noise (pixel units).")
 
-    def __init__(
-        self,
-        model: nn.Module | float | None = None,
-        sigma: float | None = None,
-        *,
-        model_mode: str = "eval",
-        seed: int | None = None,
-        generator: torch.Generator | None = None,
-        checks: str = "first",
-    ) -> None:
-        super().__init__(model, sigma, model_mode=model_mode, seed=seed, generator=generator,
-                         checks=checks)
-
-    @property
-    def sigma(self) -> float:
-        """Per-pixel standard deviation of the noise (pixel units)."""
-        return self.size
-
-    def _sample(self, x: Tensor, gen: torch.Generator | None) -> Tensor:
-        return (x + self.size * _normal(x, gen)).clamp_(0.0, 1.0)
+    def sample(self, x: Tensor, gen: torch.Generator | None) -> Tensor:
+        """``clip_[0,1](x + sigma * N(0, I))``."""
+        return (x + self.size * normal(x, gen)).clamp_(0.0, 1.0)
 
 
 class GaussianL2(NoiseSource):
@@ -138,27 +141,12 @@ class GaussianL2(NoiseSource):
     name: ClassVar[str] = "GaussianL2"
     size_name: ClassVar[str] = "radius"
     default_size: ClassVar[float] = 128 / 255
+    norm: ClassVar[str | None] = "l2"
+    radius = size_alias("l2 norm of every perturbation (pixel units).")
 
-    def __init__(
-        self,
-        model: nn.Module | float | None = None,
-        radius: float | None = None,
-        *,
-        model_mode: str = "eval",
-        seed: int | None = None,
-        generator: torch.Generator | None = None,
-        checks: str = "first",
-    ) -> None:
-        super().__init__(model, radius, model_mode=model_mode, seed=seed, generator=generator,
-                         checks=checks)
-
-    @property
-    def radius(self) -> float:
-        """l2 norm of every perturbation (pixel units)."""
-        return self.size
-
-    def _sample(self, x: Tensor, gen: torch.Generator | None) -> Tensor:
-        return _gaussian_l2(x, self.size, gen)
+    def sample(self, x: Tensor, gen: torch.Generator | None) -> Tensor:
+        """``clip_[0,1](x + radius * d / ||d||)``, ``d ~ N(0, I)`` per example."""
+        return gaussian_l2(x, self.size, gen)
 
 
 class RandomSign(NoiseSource):
@@ -171,27 +159,12 @@ class RandomSign(NoiseSource):
     name: ClassVar[str] = "RandomSign"
     size_name: ClassVar[str] = "eps"
     default_size: ClassVar[float] = 8 / 255
+    norm: ClassVar[str | None] = "linf"
+    eps = size_alias("Radius of the l_inf ball (pixel units).")
 
-    def __init__(
-        self,
-        model: nn.Module | float | None = None,
-        eps: float | None = None,
-        *,
-        model_mode: str = "eval",
-        seed: int | None = None,
-        generator: torch.Generator | None = None,
-        checks: str = "first",
-    ) -> None:
-        super().__init__(model, eps, model_mode=model_mode, seed=seed, generator=generator,
-                         checks=checks)
-
-    @property
-    def eps(self) -> float:
-        """Radius of the l_inf ball (pixel units)."""
-        return self.size
-
-    def _sample(self, x: Tensor, gen: torch.Generator | None) -> Tensor:
-        return _random_sign(x, self.size, gen)
+    def sample(self, x: Tensor, gen: torch.Generator | None) -> Tensor:
+        """``clip_[0,1](x + eps * sign(N(0, I)))``."""
+        return random_sign(x, self.size, gen)
 
 
 class UniformLinf(NoiseSource):
@@ -203,24 +176,9 @@ class UniformLinf(NoiseSource):
     name: ClassVar[str] = "UniformLinf"
     size_name: ClassVar[str] = "eps"
     default_size: ClassVar[float] = 8 / 255
+    norm: ClassVar[str | None] = "linf"
+    eps = size_alias("Radius of the l_inf ball (pixel units).")
 
-    def __init__(
-        self,
-        model: nn.Module | float | None = None,
-        eps: float | None = None,
-        *,
-        model_mode: str = "eval",
-        seed: int | None = None,
-        generator: torch.Generator | None = None,
-        checks: str = "first",
-    ) -> None:
-        super().__init__(model, eps, model_mode=model_mode, seed=seed, generator=generator,
-                         checks=checks)
-
-    @property
-    def eps(self) -> float:
-        """Radius of the l_inf ball (pixel units)."""
-        return self.size
-
-    def _sample(self, x: Tensor, gen: torch.Generator | None) -> Tensor:
-        return (x + _uniform(x, -self.size, self.size, gen)).clamp_(0.0, 1.0)
+    def sample(self, x: Tensor, gen: torch.Generator | None) -> Tensor:
+        """``clip_[0,1](x + U(-eps, eps))``."""
+        return uniform_linf(x, self.size, gen)

@@ -20,24 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ncscope.attacks.base import (
-    AttackReport,
-    GradientAttack,
-    _bool,
-    _bview,
-    _check_range,
-    _choice,
-    _Ctx,
-    _int,
-    _l2_step,
-    _l2norm,
-    _linf_step,
-    _norm,
-    _normal,
-    _randint,
-    _real,
-    _uniform,
-)
+from ncscope.attacks.gradient import GradientAttack, GradientCall
+from ncscope.attacks.inputs import check_class_range
+from ncscope.attacks.sampling import randint, uniform_l2_ball, uniform_linf
+from ncscope.attacks.threat import threat_model
+from ncscope.validation import check_bool, check_choice, check_int
 
 __all__ = ["LOSSES", "PGD", "TARGET_RULES"]
 
@@ -51,14 +38,17 @@ class PGD(GradientAttack):
     Threat model: white box; pixel space [0, 1]; ``||x_adv - x||_inf <= eps`` (``norm="linf"``)
     or ``||x_adv - x||_2 <= eps`` (``norm="l2"``). The model owns its normalisation.
 
-    Paper defaults (Su et al. 2024): l_inf ``eps=8/255, alpha=2/255, steps=10``, one random
-    start; l2 ``eps=128/255, alpha=15/255, steps=10``; targeted attack to ``(y + 1) mod K``.
+    Paper defaults (Su et al. 2024), the defaults here (:mod:`~ncscope.attacks.threat`): l_inf
+    ``eps=8/255, alpha=2/255, steps=10``, one random start; l2 ``eps=128/255, alpha=15/255,
+    steps=10``; targeted attack to ``(y + 1) mod K``.
 
     Args:
         model: classifier returning logits ``(B, K)``; K is read from the logits.
-        eps: radius of the ball (pixel units, >= 0).
+        eps: radius of the ball (pixel units; l_inf in [0, 1]). ``None``: the norm's default
+            (8/255 for l_inf, 128/255 for l2).
         alpha: step size (> 0). l_inf: ``x + alpha * sign(g)``; l2: ``x + alpha * g/||g||``.
-        steps: number of gradient steps (>= 1).
+            ``None``: the threat-model rule, ``eps / 4`` (l_inf) or ``eps * 15/128`` (l2).
+        steps: number of gradient steps (>= 1; ``None``: the table's 10).
         norm: ``"linf"`` or ``"l2"``.
         random_start: l_inf: ``U(-eps, eps)`` per pixel; l2: Gaussian direction scaled to
             ``r * eps``, ``r ~ U(0, 1)`` per example; then clipped to [0, 1]. The draws match
@@ -77,7 +67,8 @@ class PGD(GradientAttack):
         loss: ``"ce"`` (cross-entropy, default) or ``"cw"`` (logit margin of Carlini & Wagner).
         model_mode, seed, generator, checks: see :class:`~ncscope.attacks.base.Attack`.
         fast: run on the model's folded attack twin (eval mode only; see
-            :class:`~ncscope.attacks.base.GradientAttack`); default ``False``: the model itself.
+            :class:`~ncscope.attacks.gradient.GradientAttack`); default ``False``: the model
+            itself.
 
     Efficiency and fidelity: gradients are taken with respect to the input only (parameters
     frozen; the cross-entropy on the reference's float path, so outputs match torchattacks and
@@ -96,13 +87,15 @@ class PGD(GradientAttack):
     """
 
     name: ClassVar[str] = "PGD"
+    #: whose step rule fills ``alpha=None`` (:func:`~ncscope.attacks.threat.default_alpha`)
+    step_rule: ClassVar[str] = "pgd"
 
     def __init__(
         self,
         model: nn.Module,
-        eps: float = 8 / 255,
-        alpha: float = 2 / 255,
-        steps: int = 10,
+        eps: float | None = None,
+        alpha: float | None = None,
+        steps: int | None = None,
         norm: str = "linf",
         random_start: bool = True,
         restarts: int = 1,
@@ -119,17 +112,14 @@ class PGD(GradientAttack):
         super().__init__(model, model_mode=model_mode, seed=seed, generator=generator,
                          checks=checks, fast=fast)
         owner = self.name
-        self.eps = _real(owner, "eps", eps, low=0.0, hint=" (pixel units in [0, 1], e.g. 8/255)")
-        self.alpha = _real(owner, "alpha", alpha, low=0.0, strict=True,
-                           hint=" (step size in pixel units, e.g. 2/255)")
-        self.steps = _int(owner, "steps", steps, low=1)
-        self.norm = _norm(owner, norm)
-        self.random_start = _bool(owner, "random_start", random_start)
-        self.restarts = _int(owner, "restarts", restarts, low=1)
-        self.targeted = _bool(owner, "targeted", targeted)
-        self.target_rule = _choice(owner, "target_rule", target_rule, (*TARGET_RULES, None))
-        self.early_stop = _bool(owner, "early_stop", early_stop)
-        self.loss = _choice(owner, "loss", loss, LOSSES)
+        tm = threat_model(norm, eps, alpha, steps, self.step_rule, owner=owner)
+        self.norm, self.eps, self.alpha, self.steps = tm.norm, tm.eps, tm.alpha, tm.steps
+        self.random_start = check_bool(owner, "random_start", random_start)
+        self.restarts = check_int(owner, "restarts", restarts, 1)
+        self.targeted = check_bool(owner, "targeted", targeted)
+        self.target_rule = check_choice(owner, "target_rule", target_rule, (*TARGET_RULES, None))
+        self.early_stop = check_bool(owner, "early_stop", early_stop)
+        self.loss = check_choice(owner, "loss", loss, LOSSES)
 
     @property
     def accepts_target(self) -> bool:
@@ -150,140 +140,96 @@ class PGD(GradientAttack):
             "loss": self.loss,
         }
 
-    # ---- objective: CE or CW margin of the true label (untargeted) or the target -------------
+    # ---- hooks of the gradient loop ------------------------------------------------------
 
-    def _objective(self, logits: Tensor, ctx: _Ctx) -> Tensor:
-        z = logits.detach().float()
-        assert ctx.cls is not None and ctx.onehot is not None
-        z_cls = z.gather(1, ctx.cls[:, None])[:, 0]
-        if self.loss == "ce":  # same float path as the reference's restart selection
-            ce = F.cross_entropy(z, ctx.cls, reduction="none")
-            return -ce if self.targeted else ce
-        other = z.masked_fill(ctx.onehot.bool(), float("-inf")).amax(dim=1)
-        margin = z_cls - other  # logit margin of cls over the best other class
-        return margin if self.targeted else -margin
+    def prepare(self, call: GradientCall) -> None:
+        """Targets that need no forward pass are set at the first one (:meth:`on_first_logits`);
+        the least-likely rule needs the clean logits first (an auxiliary forward inside the
+        step would clobber buffers that a train-mode graph still holds)."""
+        if self.targeted and call.target is None:
+            if self.target_rule is None:
+                raise ValueError(f"{self.name}: targeted attack without targets: pass "
+                                 "target=... or set target_rule to 'next', 'random' or "
+                                 "'least_likely'")
+            if self.target_rule == "least_likely":
+                self._set_classes(call, self._aux_forward(call.x, call.report))
 
-    def _grad_target(self, logits: Tensor, ctx: _Ctx) -> tuple[Tensor, Tensor | None]:
-        """What to differentiate: the mean cross-entropy, exactly as the reference codes
-        (``F.cross_entropy``, negated when targeted — same float path as torchattacks and
-        Rice et al., hence bit-identical gradients), or the CW margin via its closed-form
-        logit gradient."""
-        assert ctx.cls is not None and ctx.onehot is not None
+    def start(self, call: GradientCall) -> Tensor:
+        """Uniform in the l_inf ball, or a Gaussian direction at radius ``U(0, 1) * eps`` (l2),
+        clipped to [0, 1] (torchattacks' draws); the clean images without random start."""
+        if not self.random_start:
+            return call.x.clone()
+        if self.norm == "linf":
+            return uniform_linf(call.x, self.eps, call.gen)
+        return uniform_l2_ball(call.x, self.eps, call.gen)
+
+    def on_first_logits(self, call: GradientCall, logits: Tensor) -> None:
+        """Label range and targets, once K (the width of the logits) is known."""
+        if call.onehot is None:
+            self._set_classes(call, logits)
+
+    def objective(self, logits: Tensor, call: GradientCall) -> tuple[Tensor, Tensor | None]:
+        """The mean cross-entropy, exactly as the reference codes (``F.cross_entropy``, negated
+        when targeted — same float path as torchattacks and Rice et al., hence bit-identical
+        gradients), or the CW margin via its closed-form logit gradient."""
+        assert call.cls is not None and call.onehot is not None
         if self.loss == "ce":
-            ce = F.cross_entropy(logits, ctx.cls)
+            ce = F.cross_entropy(logits, call.cls)
             return (-ce if self.targeted else ce), None
         z = logits.detach().float()
-        other = z.masked_fill(ctx.onehot.bool(), float("-inf")).argmax(dim=1)
-        g = F.one_hot(other, logits.shape[1]).to(ctx.onehot.dtype) - ctx.onehot
+        other = z.masked_fill(call.onehot.bool(), float("-inf")).argmax(dim=1)
+        g = F.one_hot(other, logits.shape[1]).to(call.onehot.dtype) - call.onehot
         if self.targeted:
             g.neg_()
         return logits, g.to(logits.dtype)
 
-    def _success(self, logits: Tensor, ctx: _Ctx) -> Tensor:
+    def score(self, logits: Tensor, call: GradientCall) -> Tensor:
+        """Per-example CE (or CW margin) of the true label; minus that of the target when
+        targeted."""
+        z = logits.detach().float()
+        assert call.cls is not None and call.onehot is not None
+        if self.loss == "ce":  # same float path as the reference's restart selection
+            ce = F.cross_entropy(z, call.cls, reduction="none")
+            return -ce if self.targeted else ce
+        z_cls = z.gather(1, call.cls[:, None])[:, 0]
+        other = z.masked_fill(call.onehot.bool(), float("-inf")).amax(dim=1)
+        margin = z_cls - other  # logit margin of cls over the best other class
+        return margin if self.targeted else -margin
+
+    def success(self, logits: Tensor, call: GradientCall) -> Tensor:
+        """Misclassified (untargeted) or classified as the target (targeted)."""
         pred = logits.detach().argmax(dim=1)
-        assert ctx.cls is not None
-        return pred == ctx.cls if self.targeted else pred != ctx.cls
+        assert call.cls is not None
+        return pred == call.cls if self.targeted else pred != call.cls
 
-    # ---- attack -------------------------------------------------------------------------
+    def active(self, logits: Tensor, call: GradientCall) -> Tensor | None:
+        """With ``early_stop``: the examples not yet successful; else ``None`` (all)."""
+        return ~self.success(logits, call) if self.early_stop else None
 
-    def _prepare(self, x: Tensor, logits: Tensor, target: Tensor | None, ctx: _Ctx,
-                 report: AttackReport, gen: torch.Generator | None) -> None:
-        """Runs once per call at the first forward pass, when K is known (for the
-        least-likely rule: before the first step, on the clean logits)."""
+    def _set_classes(self, call: GradientCall, logits: Tensor) -> None:
+        """Check the labels against K and set the class whose loss is ascended (untargeted) or
+        descended (targeted: given targets, or drawn by the target rule)."""
         n_classes = logits.shape[1]
-        assert ctx.labels is not None
-        _check_range(self.name, ctx.labels, n_classes, "labels")
+        labels, target = call.labels, call.target
+        assert labels is not None
+        check_class_range(self.name, labels, n_classes, "labels")
         if not self.targeted:
-            ctx.cls = ctx.labels
+            call.cls = labels
         else:
             if n_classes < 2:
                 raise ValueError(f"{self.name}: a targeted attack needs K >= 2 classes, the "
                                  f"model returns K={n_classes}")
             if target is not None:
-                _check_range(self.name, target, n_classes, "target")
-                ctx.cls = target
+                check_class_range(self.name, target, n_classes, "target")
+                call.cls = target
             elif self.target_rule == "next":
-                ctx.cls = (ctx.labels + 1) % n_classes
+                call.cls = (labels + 1) % n_classes
             elif self.target_rule == "random":
-                shift = _randint(n_classes - 1, ctx.labels.shape, x.device, gen) + 1
-                ctx.cls = (ctx.labels + shift) % n_classes
+                shift = randint(n_classes - 1, labels.shape, call.x.device, call.gen) + 1
+                call.cls = (labels + shift) % n_classes
             else:  # least_likely: lowest clean logit among the classes != y
-                # (called before the first step with the clean logits: an auxiliary forward
-                # inside the step would clobber buffers that a train-mode graph still holds)
-                own = F.one_hot(ctx.labels, n_classes).bool()
-                ctx.cls = logits.float().masked_fill(own, float("inf")).argmin(dim=1)
-        ctx.onehot = F.one_hot(ctx.cls, n_classes).to(torch.float32)
+                own = F.one_hot(labels, n_classes).bool()
+                call.cls = logits.float().masked_fill(own, float("inf")).argmin(dim=1)
+        call.onehot = F.one_hot(call.cls, n_classes).to(torch.float32)
         if self.targeted:
-            report.targets = ctx.cls
-
-    def _start(self, x: Tensor, gen: torch.Generator | None) -> Tensor:
-        if not self.random_start:
-            return x.clone()
-        if self.norm == "linf":
-            return (x + _uniform(x, -self.eps, self.eps, gen)).clamp_(0.0, 1.0)
-        d = _normal(x, gen)
-        n = _l2norm(d)
-        r = _uniform(n, 0.0, 1.0, gen)
-        d = d * _bview(r / n.clamp_min(torch.finfo(n.dtype).tiny) * self.eps, x.ndim)
-        return (x + d).clamp_(0.0, 1.0)
-
-    def _run(self, x: Tensor, labels: Tensor | None, target: Tensor | None,
-             report: AttackReport, level: str) -> Tensor:
-        if self.targeted and target is None and self.target_rule is None:
-            raise ValueError(f"{self.name}: targeted attack without targets: pass target=... or "
-                             "set target_rule to 'next', 'random' or 'least_likely'")
-        gen = self._rng(x.device)
-        ctx = _Ctx(labels=labels)
-        nd = x.ndim
-        if self.norm == "linf":
-            lo = (x - self.eps).clamp_(min=0.0)
-            hi = (x + self.eps).clamp_(max=1.0)
-        best_x: Tensor | None = None
-        best_obj: Tensor | None = None
-        best_succ: Tensor | None = None
-        if self.targeted and target is None and self.target_rule == "least_likely":
-            self._prepare(x, self._aux_forward(x, report), None, ctx, report, gen)
-        with torch.enable_grad():
-            for restart in range(self.restarts):
-                x_adv = self._start(x, gen)
-                for step in range(self.steps):
-                    x_adv.requires_grad_(True)
-                    logits = self._forward(x_adv, report)
-                    z = logits.detach()
-                    if ctx.onehot is None:
-                        self._prepare(x, z, target, ctx, report, gen)
-                    active = None
-                    if self.early_stop:
-                        active = ~self._success(z, ctx)
-                        if not bool(active.any()):
-                            break
-                    g = self._input_grad(x_adv, *self._grad_target(logits, ctx), report)
-                    del logits
-                    if restart == 0 and step == 0:
-                        self._start_checks(x_adv.detach(), z, g, report, level)
-                    if self.norm == "linf":
-                        new = _linf_step(x_adv, g, self.alpha, lo, hi)
-                    else:
-                        new = _l2_step(x, x_adv, g, self.alpha, self.eps)
-                    if active is not None:
-                        new = torch.where(_bview(active, nd), new, x_adv.detach())
-                    x_adv = new
-                x_adv = x_adv.detach()
-                if self.restarts == 1:
-                    best_x = x_adv
-                    continue
-                # keep, per example, the final perturbation with the highest objective
-                with torch.no_grad():
-                    z = self._forward(x_adv, report)
-                obj, succ = self._objective(z, ctx), self._success(z, ctx)
-                if best_x is None or best_obj is None or best_succ is None:
-                    best_x, best_obj, best_succ = x_adv, obj, succ
-                else:
-                    better = obj >= best_obj
-                    best_x = torch.where(_bview(better, nd), x_adv, best_x)
-                    best_obj = torch.where(better, obj, best_obj)
-                    best_succ = torch.where(better, succ, best_succ)
-        assert best_x is not None
-        report.objective, report.success = best_obj, best_succ
-        self._final_checks(x, best_x, ctx, report, level)
-        return best_x
+            call.report.targets = call.cls

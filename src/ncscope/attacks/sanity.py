@@ -17,8 +17,11 @@ what it finds in ``attack.last_report.warnings`` (and through :mod:`warnings` wi
   gradient masking;
 * **non-finite values** — NaN/inf in the logits or the input gradient.
 
-The helpers below are pure functions on tensors; :func:`audit` runs an attack once with every
-check switched on and returns its report.
+The helpers below are pure functions on tensors, and they are the ones the gradient attacks run
+(:class:`~ncscope.attacks.gradient.GradientAttack`: :func:`check_start_point` at the start
+point, :func:`check_determinism` and :func:`check_noise_baseline` on fully checked calls);
+:func:`audit` runs an attack once with every check switched on and returns its report. This
+module imports no other attack module at run time.
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ __all__ = [
     "check_determinism",
     "check_noise_baseline",
     "check_nonfinite",
+    "check_start_point",
     "check_zero_gradients",
+    "nonfinite_message",
     "zero_gradient_mask",
     "zero_gradient_message",
 ]
@@ -51,21 +56,18 @@ class AttackSanityWarning(UserWarning):
     """
 
 
+def gradient_row_max(grad: Tensor) -> Tensor:
+    """Per-example ``max |grad|`` of a ``(B, ...)`` gradient: 0 for an all-zero row, NaN/inf
+    where the row holds NaN/inf."""
+    return grad.detach().flatten(1).abs().amax(dim=1)
+
+
 def zero_gradient_mask(grad: Tensor) -> Tensor:
     """Per-example flag: ``True`` where the whole input gradient is exactly zero.
 
     ``grad`` has shape ``(B, ...)``; the result has shape ``(B,)`` (bool).
     """
-    return grad.detach().flatten(1).abs().amax(dim=1) == 0
-
-
-def check_zero_gradients(grad: Tensor, where: str = "at the start point") -> str | None:
-    """Return a warning if some examples have an all-zero input gradient (AutoAttack's
-    ``check_zero_gradients``), else ``None``."""
-    if grad.shape[0] == 0:
-        return None
-    n_zero = int(zero_gradient_mask(grad).sum())
-    return zero_gradient_message(n_zero, grad.shape[0], where) if n_zero else None
+    return gradient_row_max(grad) == 0
 
 
 def zero_gradient_message(n_zero: int, n: int, where: str = "at the start point") -> str:
@@ -77,13 +79,51 @@ def zero_gradient_message(n_zero: int, n: int, where: str = "at the start point"
     )
 
 
+def nonfinite_message(n_bad: int, n: int, what: str) -> str:
+    """The non-finite flag's text."""
+    return f"non-finite values (NaN/inf) in the {what} for {n_bad}/{n} examples"
+
+
+def check_zero_gradients(grad: Tensor, where: str = "at the start point") -> str | None:
+    """Return a warning if some examples have an all-zero input gradient (AutoAttack's
+    ``check_zero_gradients``), else ``None``."""
+    if grad.shape[0] == 0:
+        return None
+    n_zero = int(zero_gradient_mask(grad).sum())
+    return zero_gradient_message(n_zero, grad.shape[0], where) if n_zero else None
+
+
 def check_nonfinite(tensor: Tensor, what: str) -> str | None:
     """Return a warning if ``tensor`` contains NaN or inf, else ``None``."""
     bad = ~torch.isfinite(tensor.detach())
     if not bool(bad.any()):
         return None
     n_bad = int(bad.flatten(1).any(dim=1).sum()) if tensor.ndim > 1 else int(bad.sum())
-    return f"non-finite values (NaN/inf) in the {what} for {n_bad}/{tensor.shape[0]} examples"
+    return nonfinite_message(n_bad, tensor.shape[0], what)
+
+
+def check_start_point(logits: Tensor, grad: Tensor) -> tuple[float, list[str]]:
+    """The free checks at an attack's start point, fused into one pass and one host sync:
+    non-finite logits, non-finite input gradients, all-zero input gradients (in this order).
+
+    Returns the share of examples with an all-zero gradient and the warnings (empty if none).
+    Equivalent to :func:`check_nonfinite` on both tensors and :func:`check_zero_gradients`.
+    """
+    n = grad.shape[0]
+    gmax = gradient_row_max(grad)
+    n_zero, n_bad_grad, n_bad_logits = torch.stack([
+        (gmax == 0).sum(),
+        (~torch.isfinite(gmax)).sum(),
+        (~torch.isfinite(logits.detach()).all(dim=1)).sum(),
+    ]).tolist()
+    found = []
+    if n_bad_logits:
+        found.append(nonfinite_message(n_bad_logits, n, "logits"))
+    if n_bad_grad:
+        found.append(nonfinite_message(n_bad_grad, n, "input gradient"))
+    if n_zero:
+        found.append(zero_gradient_message(n_zero, n))
+    return n_zero / n, found
 
 
 def check_determinism(logits_a: Tensor, logits_b: Tensor, rtol: float = 1e-4) -> str | None:

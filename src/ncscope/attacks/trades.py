@@ -5,11 +5,11 @@ and Accuracy", ICML 2019 (official ``trades.py``, used unchanged by Su et al. 20
 from ``x + 0.001 * N(0, I)``, maximise ``KL(f(x) || f(x'))`` (summed over the batch, clean
 prediction detached) by
 
-* l_inf: ``steps`` signed-gradient steps of size ``alpha``, each projected onto the ball and
-  clipped to [0, 1];
-* l2: normalised-gradient steps of size ``alpha`` (the reference uses SGD with learning rate
-  ``2 * eps / steps``; a random direction replaces an all-zero gradient), each followed by the
-  clip to [0, 1] and the l2 projection (``renorm``).
+* l_inf: ``steps`` signed-gradient steps of size ``alpha`` (default ``eps / 4``; the reference
+  uses 0.007 at 0.031), each projected onto the ball and clipped to [0, 1];
+* l2: normalised-gradient steps of size ``alpha`` (default ``2 * eps / steps``, the learning
+  rate of the reference's SGD on the perturbation; a random direction replaces an all-zero
+  gradient), each followed by the clip to [0, 1] and the l2 projection (``renorm``).
 
 Threat model: white box, pixel space [0, 1], ``||x' - x||_p <= eps``, p = inf or 2. The labels
 are not used by the objective (TRADES attacks the model's own clean prediction).
@@ -23,19 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ncscope.attacks.base import (
-    AttackReport,
-    GradientAttack,
-    _bview,
-    _check_range,
-    _Ctx,
-    _int,
-    _l2norm,
-    _linf_step,
-    _norm,
-    _normal,
-    _real,
-)
+from ncscope.attacks.gradient import GradientAttack, GradientCall
+from ncscope.attacks.inputs import check_class_range
+from ncscope.attacks.sampling import normal
+from ncscope.attacks.steps import bview, l2norm
+from ncscope.attacks.threat import threat_model
+from ncscope.validation import check_real
 
 __all__ = ["TRADES"]
 
@@ -53,16 +46,19 @@ class TRADES(GradientAttack):
 
     Args:
         model: classifier returning logits ``(B, K)``.
-        eps: radius (>= 0; default 8/255).
-        alpha: step size (> 0; default 2/255). ``None`` selects the reference rule: ``eps / 4``
-            for l_inf, ``2 * eps / steps`` (the SGD learning rate of the official code) for l2.
-        steps: number of steps (>= 1; default 10).
+        eps: radius (pixel units; l_inf in [0, 1]). ``None``: the norm's default (8/255 for
+            l_inf, 128/255 for l2).
+        alpha: step size (> 0). ``None`` (default) selects the reference rule of
+            :mod:`~ncscope.attacks.threat`: ``eps / 4`` for l_inf, ``2 * eps / steps`` (the SGD
+            learning rate of the official code) for l2.
+        steps: number of steps (>= 1; ``None``: the table's 10).
         norm: ``"linf"`` or ``"l2"``.
         model_mode: ``"eval"`` (default, as the official code) or ``"train"``.
         init_std: standard deviation of the Gaussian start (default 0.001, as the reference).
         seed, generator, checks: see :class:`~ncscope.attacks.base.Attack`.
         fast: run on the model's folded attack twin (eval mode only; see
-            :class:`~ncscope.attacks.base.GradientAttack`); default ``False``: the model itself.
+            :class:`~ncscope.attacks.gradient.GradientAttack`); default ``False``: the model
+            itself.
 
     Efficiency: the clean prediction is computed once per call (the reference recomputes it at
     every step: ``2 * steps`` forward passes there, ``steps + 1`` here) and gradients are taken
@@ -77,9 +73,9 @@ class TRADES(GradientAttack):
     def __init__(
         self,
         model: nn.Module,
-        eps: float = 8 / 255,
-        alpha: float | None = 2 / 255,
-        steps: int = 10,
+        eps: float | None = None,
+        alpha: float | None = None,
+        steps: int | None = None,
         norm: str = "linf",
         model_mode: str = "eval",
         init_std: float = 0.001,
@@ -91,16 +87,9 @@ class TRADES(GradientAttack):
         super().__init__(model, model_mode=model_mode, seed=seed, generator=generator,
                          checks=checks, fast=fast)
         owner = self.name
-        self.eps = _real(owner, "eps", eps, low=0.0, hint=" (pixel units in [0, 1], e.g. 8/255)")
-        self.steps = _int(owner, "steps", steps, low=1)
-        self.norm = _norm(owner, norm)
-        if alpha is None:
-            alpha = self.eps / 4 if self.norm == "linf" else 2 * self.eps / self.steps
-            if alpha == 0.0:  # eps = 0: any positive step gives the same (unchanged) output
-                alpha = 1.0
-        self.alpha = _real(owner, "alpha", alpha, low=0.0, strict=True,
-                           hint=" (step size in pixel units, e.g. 2/255)")
-        self.init_std = _real(owner, "init_std", init_std, low=0.0)
+        tm = threat_model(norm, eps, alpha, steps, "trades", owner=owner)
+        self.norm, self.eps, self.alpha, self.steps = tm.norm, tm.eps, tm.alpha, tm.steps
+        self.init_std = check_real(owner, "init_std", init_std, 0.0)
 
     def _hparams(self) -> dict[str, Any]:
         return {
@@ -111,68 +100,56 @@ class TRADES(GradientAttack):
             "init_std": self.init_std,
         }
 
-    # ---- objective: KL(clean || adversarial) ------------------------------------------------
+    # ---- hooks of the gradient loop ------------------------------------------------------
 
-    def _objective(self, logits: Tensor, ctx: _Ctx) -> Tensor:
-        assert ctx.clean_probs is not None
-        logq = torch.log_softmax(logits.detach().float(), dim=1)
-        return F.kl_div(logq, ctx.clean_probs, reduction="none").sum(dim=1)
+    def prepare(self, call: GradientCall) -> None:
+        """The clean prediction, once per call (the reference recomputes it at every step)."""
+        clean = self._aux_forward(call.x, call.report)
+        if call.labels is not None:
+            check_class_range(self.name, call.labels, clean.shape[1], "labels")
+        call.clean_probs = F.softmax(clean, dim=1)
+        call.clean_pred = clean.argmax(dim=1)
 
-    def _grad_target(self, logits: Tensor, ctx: _Ctx) -> tuple[Tensor, Tensor | None]:
+    def start(self, call: GradientCall) -> Tensor:
+        """``x + init_std * N(0, I)`` (not clipped, as the reference)."""
+        delta = self.init_std * normal(call.x, call.gen)
+        if self.norm == "l2":
+            call.delta = delta
+        return call.x + delta
+
+    def objective(self, logits: Tensor, call: GradientCall) -> tuple[Tensor, Tensor | None]:
         """The summed KL divergence, on the same float path as the official code
         (``KLDivLoss(reduction="sum")(log_softmax(f(x')), softmax(f(x)))``), so that ncscope
         reproduces the reference perturbations, not only their distribution."""
-        assert ctx.clean_probs is not None
-        kl = F.kl_div(F.log_softmax(logits, dim=1), ctx.clean_probs, reduction="sum")
+        assert call.clean_probs is not None
+        kl = F.kl_div(F.log_softmax(logits, dim=1), call.clean_probs, reduction="sum")
         return kl, None
 
-    def _success(self, logits: Tensor, ctx: _Ctx) -> Tensor:
-        ref = ctx.labels if ctx.labels is not None else ctx.clean_pred
+    def score(self, logits: Tensor, call: GradientCall) -> Tensor:
+        """Per-example ``KL(f(x) || f(x'))``."""
+        assert call.clean_probs is not None
+        logq = torch.log_softmax(logits.detach().float(), dim=1)
+        return F.kl_div(logq, call.clean_probs, reduction="none").sum(dim=1)
+
+    def success(self, logits: Tensor, call: GradientCall) -> Tensor:
+        """Misclassified with respect to the labels (or the clean prediction without labels)."""
+        ref = call.labels if call.labels is not None else call.clean_pred
         assert ref is not None
         return logits.detach().argmax(dim=1) != ref
 
-    # ---- attack -------------------------------------------------------------------------
-
-    def _run(self, x: Tensor, labels: Tensor | None, target: Tensor | None,
-             report: AttackReport, level: str) -> Tensor:
-        gen = self._rng(x.device)
-        ctx = _Ctx(labels=labels)
-        clean = self._aux_forward(x, report)
-        if labels is not None:
-            _check_range(self.name, labels, clean.shape[1], "labels")
-        ctx.clean_probs = F.softmax(clean, dim=1)
-        ctx.clean_pred = clean.argmax(dim=1)
-        noise = _normal(x, gen)
+    def step(self, call: GradientCall, x_adv: Tensor, grad: Tensor) -> Tensor:
+        """l_inf: the projected signed step. l2: the official code's update of ``delta`` —
+        normalised gradient (a random direction where it is zero), ``delta += alpha * g``,
+        clip ``x + delta`` to [0, 1], ``renorm`` to radius ``eps``."""
         if self.norm == "linf":
-            lo = (x - self.eps).clamp_(min=0.0)
-            hi = (x + self.eps).clamp_(max=1.0)
-            x_adv = x + self.init_std * noise
-        else:
-            delta = self.init_std * noise
-            x_adv = x + delta
-        with torch.enable_grad():
-            for step in range(self.steps):
-                x_adv.requires_grad_(True)
-                logits = self._forward(x_adv, report)
-                z = logits.detach()
-                g = self._input_grad(x_adv, *self._grad_target(logits, ctx), report)
-                del logits
-                if step == 0:
-                    self._start_checks(x_adv.detach(), z, g, report, level)
-                if self.norm == "linf":
-                    x_adv = _linf_step(x_adv, g, self.alpha, lo, hi)
-                    continue
-                gn = _l2norm(g)
-                g = g / _bview(gn.clamp_min(torch.finfo(gn.dtype).tiny), g.ndim)
-                zero = gn == 0
-                if bool(zero.any()):  # reference: random direction where the gradient is 0
-                    g = torch.where(_bview(zero, g.ndim), _normal(g, gen), g)
-                delta = delta + self.alpha * g
-                delta = (x + delta).clamp_(0.0, 1.0) - x
-                delta = torch.renorm(delta, p=2, dim=0, maxnorm=self.eps)
-                x_adv = x + delta
-        x_adv = x_adv.detach()
-        if self.norm == "l2":
-            x_adv = x_adv.clamp_(0.0, 1.0)
-        self._final_checks(x, x_adv, ctx, report, level)
-        return x_adv
+            return super().step(call, x_adv, grad)
+        assert call.delta is not None
+        gn = l2norm(grad)
+        g = grad / bview(gn.clamp_min(torch.finfo(gn.dtype).tiny), grad.ndim)
+        zero = gn == 0
+        if bool(zero.any()):  # reference: random direction where the gradient is 0
+            g = torch.where(bview(zero, g.ndim), normal(g, call.gen), g)
+        delta = call.delta + self.alpha * g
+        delta = (call.x + delta).clamp_(0.0, 1.0) - call.x
+        call.delta = torch.renorm(delta, p=2, dim=0, maxnorm=self.eps)
+        return call.x + call.delta
