@@ -2,8 +2,10 @@
 
 Schemas follow what ``ncscope reproduce`` writes:
 
-* ``history``: ``run, epoch, source, layer, metric, value`` (source ``clean`` | ``perturbed``;
-  one tracked layer, the penultimate ``classifier:in``);
+* ``history``: ``run, epoch, layer, depth, source, split, reference, group, metric, value,
+  class`` (source ``clean`` and the perturbed one: ``pgd`` for ST, ``perturbed`` for the
+  adversarially trained runs; one tracked layer, the penultimate ``classifier:in``; the own-means
+  views the rules read, plus decoy rows around the clean means);
 * ``analysis``: ``run, eps_name, eps, layer, depth, source, split, reference, group, metric,
   value, class`` (``class`` is NA except on per-class rows);
 * ``points``: ``panel, kind, label, x, y, pred, x0, y0``.
@@ -79,18 +81,23 @@ def _history() -> pd.DataFrame:
     }
     rows = []
     for run, (nc1_c, nc1_p, nc4_c) in curves.items():
+        perturbed = "pgd" if run == "st" else "perturbed"
         for i, epoch in enumerate(epochs):
-            for source, nc1 in (("clean", nc1_c[i]), ("perturbed", nc1_p[i])):
-                metrics = {
-                    "nc1": nc1, "nc1_over_k": nc1 / K,
-                    "equinorm_means": 0.1 * nc1, "equiangular_means": 0.05 * nc1,
-                    "nc3": 0.2 * nc1,
-                    "nc4": nc4_c[i] if source == "clean" else 4 * nc4_c[i],
-                    "ncc_accuracy": 0.9, "net_accuracy": 0.95,
-                }
-                rows += [dict(run=run, epoch=epoch, source=source, layer="classifier:in",
-                              metric=m, value=v) for m, v in metrics.items()]
-    return pd.DataFrame(rows, columns=["run", "epoch", "source", "layer", "metric", "value"])
+            for source, nc1 in (("clean", nc1_c[i]), (perturbed, nc1_p[i])):
+                for ref, scale in (("own", 1.0), ("clean", 7.0)):  # clean-reference: decoys
+                    metrics = {
+                        "nc1": scale * nc1, "nc1_over_k": scale * nc1 / K,
+                        "equinorm_means": 0.1 * nc1, "equiangular_means": 0.05 * nc1,
+                        "nc3": 0.2 * nc1,
+                        "nc4": scale * (nc4_c[i] if source == "clean" else 4 * nc4_c[i]),
+                        "ncc_accuracy": 0.9, "net_accuracy": 0.95,
+                    }
+                    rows += [dict(run=run, epoch=epoch, layer="classifier:in", depth=0,
+                                  source=source, split="train", reference=ref, group="label",
+                                  metric=m, value=v) for m, v in metrics.items()]
+    df = pd.DataFrame(rows)
+    df["class"] = pd.array([pd.NA] * len(df), dtype="Int64")
+    return df
 
 
 def _views(source: str) -> list[tuple[str, str, str]]:
@@ -237,18 +244,22 @@ def make_points(per_class: int = 3) -> pd.DataFrame:
 
 
 SUMMARY = {
-    "config": {"dataset": "digits", "model": "bn_mlp", "epochs": 4, "eps": 0.1,
-               "eps_strong": 0.3, "steps": 10, "runs": list(RUNS)},
+    "config": {"data": {"dataset": "digits"}, "model": {"name": "bn_mlp"},
+               "train": {"epochs": 4, "eps": 0.1, "steps": 10, "norm": "linf"},
+               "eps_strong": 0.3, "runs": list(RUNS)},
     "timings_s": {"total": 90.0},
     "threads": 1,
 }
 
 
-def write_run_folder(run_dir: Path, *, history: pd.DataFrame | None = None,
+def write_run_folder(root: Path, *, history: pd.DataFrame | None = None,
                      analysis: pd.DataFrame | None = None, points: bool = True,
                      summary: bool = True) -> Path:
-    """Write history.csv, analysis.csv (and points.csv, summary.json) as ``reproduce`` does."""
+    """Write the su2024 study folder ``root/su2024`` as ``reproduce`` does (history.csv,
+    analysis.csv, points.csv, summary.json, the study.json marker); return that folder."""
+    run_dir = root / "su2024"
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "study.json").write_text(json.dumps({"study": "su2024", "quick": False}))
     h, a = make_tables()
     h = h if history is None else history
     a = a if analysis is None else analysis

@@ -6,9 +6,30 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from ncscope.cli import AnalyzeConfig, main, resolve_config, shipped_configs
-from ncscope.config import ConfigError, from_dict, load_config, parse_override, to_dict
-from ncscope.experiments.reproduce import ReproduceConfig
+from ncscope.cli import main
+from ncscope.config import (
+    ConfigError,
+    from_dict,
+    load_config,
+    parse_override,
+    resolve_config,
+    shipped_configs,
+    to_dict,
+)
+from ncscope.experiments.analyze import AnalyzeConfig
+from ncscope.experiments.reproduce import study_config
+from ncscope.experiments.studies import get_study
+from ncscope.experiments.studies.su2024 import Su2024Config
+from ncscope.train import TrainConfig
+
+
+def command_config(name: str) -> object:
+    """Load a shipped config with the command it is for (prefix train_ / analyze_ / a study)."""
+    if name.startswith("train_"):
+        return load_config(TrainConfig, resolve_config(name))
+    if name.startswith("analyze_"):
+        return load_config(AnalyzeConfig, resolve_config(name))
+    return study_config(get_study("su2024"), name)
 
 
 @dataclass
@@ -62,12 +83,29 @@ def test_bad_files_and_overrides(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("name", shipped_configs())
-def test_every_shipped_config_loads(name: str) -> None:
-    cfg = load_config(ReproduceConfig, resolve_config(name))
-    assert cfg.epochs >= 1 and cfg.runs
-    if name.startswith(("cifar", "imagenette")):
-        assert cfg.epochs == 400 and cfg.lr == 0.1
-        assert cfg.eps == pytest.approx(8 / 255 if cfg.norm == "linf" else 128 / 255)
+def test_every_shipped_config_loads_with_its_command(name: str) -> None:
+    cfg = command_config(name)
+    if isinstance(cfg, Su2024Config):
+        assert cfg.train.epochs >= 1 and cfg.runs
+        if name.startswith(("cifar", "imagenette")):
+            assert cfg.train.epochs == 400 and cfg.train.lr == 0.1
+            assert cfg.train.eps == pytest.approx(8 / 255 if cfg.train.norm == "linf"
+                                                  else 128 / 255)
+            # the analysis keeps the paper's step through the threat-model table
+            assert cfg.analyze.alpha is None
+    else:
+        assert isinstance(cfg, TrainConfig | AnalyzeConfig)
+
+
+def test_train_config_from_cli_runs(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["train", "--config", "train_digits_at", "--set", "epochs=1",
+                 "--set", "data.n_per_class=5", "--set", "track_layers=penultimate",
+                 "--set", f"out_dir={out}", "--quiet"]) == 0
+    assert (out / "history.csv").is_file() and (out / "model.pt").is_file()
+    assert "run folder" in capsys.readouterr().out
+    assert main(["configs"]) == 0
+    assert "digits" in capsys.readouterr().out.split()
 
 
 def test_shipped_configs_cover_the_paper_grid() -> None:
@@ -79,22 +117,30 @@ def test_shipped_configs_cover_the_paper_grid() -> None:
     assert {"digits", "fashion_mnist", "imagenette_vgg11_bn_linf"} <= names
 
 
-def test_reproduce_config_validation() -> None:
+def test_study_config_validation_and_sections() -> None:
     with pytest.raises(ValueError, match="unknown runs"):
-        ReproduceConfig(runs=["st", "mart"])
-    with pytest.raises(ValueError, match="eps"):
-        ReproduceConfig(eps=0)
-    assert ReproduceConfig(norm="l2", eps=0.5).step_size(0.5) == pytest.approx(0.0625)
+        Su2024Config(runs=["st", "mart"])
+    with pytest.raises(ValueError, match="eps_strong"):
+        Su2024Config(eps_strong=0)
+    cfg = study_config(get_study("su2024"), "digits", ["train.epochs=7", "data.n_train=500"])
+    assert cfg.train.epochs == 7 and cfg.data.n_train == 500
+    run_cfg = cfg.train_config("trades_bnquirk", __import__("pathlib").Path("/tmp/x"))
+    assert run_cfg.mode == "trades" and run_cfg.bn_quirk and run_cfg.epochs == 7
+    assert run_cfg.data.n_train == 500 and run_cfg.model.name == "bn_mlp"
+    with pytest.raises(ConfigError, match="valid keys"):
+        study_config(get_study("su2024"), "digits", ["train.epoch=7"])
 
 
 def test_cli_errors_are_one_line(capsys) -> None:
-    assert main(["reproduce", "--set", "epochs=abc"]) == 2
+    assert main(["reproduce", "--set", "train.epochs=abc"]) == 2
     assert main(["reproduce", "--set", "nope=1"]) == 2
     assert main(["reproduce", "--config", "nonexistent"]) == 2
     assert main(["analyze"]) == 2
+    assert main(["reproduce", "nostudy"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 4 and all(line.startswith("ncscope: error:") for line in err)
+    assert len(err) == 5 and all(line.startswith("ncscope: error:") for line in err)
     assert "valid keys" in err[1] and "digits" in err[2] and "weights" in err[3]
+    assert "su2024" in err[4]
 
 
 def test_cli_analyze_weights(tmp_path, capsys) -> None:
@@ -106,7 +152,7 @@ def test_cli_analyze_weights(tmp_path, capsys) -> None:
     good = tmp_path / "m.pt"
     torch.save({"model": m.state_dict(), "epoch": 1}, good)
     out = tmp_path / "a.csv"
-    args = ["analyze", "--set", "model_kwargs_unused=1"]
+    args = ["analyze", "--set", "model.kwargs_unused=1"]
     assert main(args) == 2  # unknown key
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
@@ -116,3 +162,12 @@ def test_cli_analyze_weights(tmp_path, capsys) -> None:
     assert main(["analyze", "--set", f"weights=[{good}]", "--set", f"out={out}"]) == 2
     assert "does not fit the model" in capsys.readouterr().err and not out.exists()
     assert AnalyzeConfig().sources[0] == "clean"
+    # The full threat model and model kwargs reach analyze: an l2 run of a custom-width model.
+    assert main(["analyze", "--set", f"weights=[{good}]", "--set", "model.kwargs={widths: [8]}",
+                 "--set", "norm=l2", "--set", "eps=0.5", "--set", "steps=2",
+                 "--set", "sources=[clean, pgd]", "--set", "data.n_per_class=5",
+                 "--set", f"out={out}", "--quiet"]) == 0
+    import pandas as pd
+
+    table = pd.read_csv(out)
+    assert set(table.source) == {"clean", "pgd"} and (table.weights == str(good)).all()

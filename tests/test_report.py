@@ -35,8 +35,9 @@ from _report_fixtures import (
     set_nc1,
     write_run_folder,
 )
+from ncscope.experiments.studies import Claim, claims_frame
+from ncscope.experiments.studies.su2024.claims import judge_claims
 from ncscope.report.build import build_report
-from ncscope.report.claims import Claim, claims_frame, judge_claims
 
 IDS = [f"T{i}" for i in range(1, 10)]
 FIGURES = ("nc_vs_epoch", "leap_2d", "layerwise_main", "class_angles_main")
@@ -53,7 +54,8 @@ def _judge(tables: Tables) -> dict[str, Claim]:
 def _set_history(h: pd.DataFrame, value: float, *, run: str = "st", source: str = "clean",
                  metric: str = "nc1", epoch: int = 4) -> pd.DataFrame:
     h = h.copy()
-    m = (h.run == run) & (h.source == source) & (h.metric == metric) & (h.epoch == epoch)
+    m = ((h.run == run) & (h.source == source) & (h.metric == metric) & (h.epoch == epoch)
+         & (h.reference == "own"))
     assert m.sum() == 1
     h.loc[m, "value"] = value
     return h
@@ -91,7 +93,7 @@ def test_baseline_all_claims_hold_with_their_numbers() -> None:
                                      "ratio_layer1": 1.5, "ratio_layer2": 4.0,
                                      "ratio_layer3": 20.0})
     assert n["T9"] == pytest.approx({"nc1_first_layer": 1.0, "nc1_last_layer": 0.25})
-    assert "digits" in claims["T7"].note  # the scale caveat travels with the claim
+    assert "CIFAR-scale" in claims["T7"].note  # the scale caveat travels with the claim
 
 
 def test_claims_frame_and_dicts() -> None:
@@ -127,7 +129,7 @@ VARIANTS: dict[str, tuple[str, bool, Change]] = {
                                  _h(lambda h: _set_history(h, 0.01, metric="nc4"))),
     "T1 nc4 = 0.0125": ("T1", False, _h(lambda h: _set_history(h, 0.0125, metric="nc4"))),
     "T1 reads clean, not perturbed": ("T1", True, _h(
-        lambda h: _set_history(h, 1000.0, source="perturbed"))),
+        lambda h: _set_history(h, 1000.0, source="pgd"))),
     "T1 first epoch by epoch, not row order": ("T1", False, _h(
         lambda h: _set_history(h.iloc[::-1], 0.5, epoch=1))),
     # T2: PGD ≥ 10 × clean (clean = 0.125).
@@ -308,13 +310,13 @@ def test_t7_one_variant_fails_other_missing_does_not_hold() -> None:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> tuple:
     run = write_run_folder(tmp_path_factory.mktemp("run") / "rq")
-    out = build_report(run)
+    out = build_report(run.parent)
     return run, out, out.read_text(encoding="utf-8")
 
 
 def test_build_report_writes_report_figures_and_claims(built) -> None:
     run, out, _ = built
-    assert out == run / "report.html" and out.is_file()
+    assert out == run.parent / "report.html" and out.is_file()
     assert not list(run.glob("*.tmp"))
     for name in FIGURES:
         png, svg = run / "figures" / f"{name}.png", run / "figures" / f"{name}.svg"
@@ -347,19 +349,19 @@ def test_report_claims_table_is_first(built) -> None:
     first_fig = min(page.index("<figure"), page.index("<img"))
     table = page[page.index("<table"): page.index("</table>")]
     assert page.index("<table") < first_fig
-    rows = re.findall(r"<tr><td><b>(T\d)</b></td>.*?<td class='(\w+)'><b>([^<]+)</b></td></tr>",
-                      table)
+    rows = re.findall(r"<tr><td><a href='#su2024'>su2024</a></td><td><b>(T\d)</b></td>.*?"
+                      r"<td class='(\w+)'><b>([^<]+)</b></td></tr>", table)
     assert [r[0] for r in rows] == IDS
     assert {(r[1], r[2]) for r in rows} == {("holds", "holds")}
     assert "ε = 0.1" in page and "bn_mlp" in page  # intro from summary.json
-    for heading in ("Accuracies", "NC of the last layer", "Files in this run folder"):
+    for heading in ("Accuracies", "NC of the last layer", "<h3>Files</h3>"):
         assert page.index(heading) > first_fig
 
 
 def test_build_report_not_measured_and_without_optional_files(tmp_path) -> None:
     h, a = drop_runs(*make_tables(), "trades", "trades_bnquirk")
     run = write_run_folder(tmp_path / "r", history=h, analysis=a, points=False, summary=False)
-    page = build_report(run).read_text(encoding="utf-8")
+    page = build_report(run.parent).read_text(encoding="utf-8")
     claims = {c["id"]: c for c in json.loads((run / "claims.json").read_text())}
     assert claims["T7"]["verdict"] == "not measured" and claims["T7"]["holds"] is None
     assert "<td class='na'><b>not measured</b></td>" in page
@@ -374,14 +376,14 @@ def test_build_report_missing_table_is_a_one_line_error(tmp_path, missing) -> No
     for name in missing:
         (run / name).unlink()
     with pytest.raises(FileNotFoundError) as exc:
-        build_report(run)
+        build_report(run.parent)
     msg = str(exc.value)
     assert "\n" not in msg
     for name in ("history.csv", "analysis.csv"):
         assert (name in msg) == (name in missing), msg
-    assert not (run / "report.html").exists()
+    assert not (run.parent / "report.html").exists()
 
 
 def test_build_report_missing_folder(tmp_path) -> None:
-    with pytest.raises(FileNotFoundError, match="history.csv"):
+    with pytest.raises(FileNotFoundError, match="no study results"):
         build_report(tmp_path / "nope")

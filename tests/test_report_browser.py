@@ -92,7 +92,7 @@ def _png_size(data: bytes) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> Path:
-    return build_report(write_run_folder(tmp_path_factory.mktemp("browser") / "rq"))
+    return build_report(write_run_folder(tmp_path_factory.mktemp("browser") / "rq").parent)
 
 
 def test_report_loads_without_errors_and_every_image_decodes(chromium, report, tmp_path) -> None:

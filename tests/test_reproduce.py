@@ -12,18 +12,18 @@ from ncscope.cli import main
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory) -> tuple:
-    out = tmp_path_factory.mktemp("reproduce")
-    code = main(["reproduce", "--quick", "--set", f"out_dir={out}", "--set", "progress=false"])
-    return code, out
+    root = tmp_path_factory.mktemp("reproduce")
+    code = main(["reproduce", "--quick", "--out", str(root), "--quiet"])
+    return code, root / "su2024"
 
 
 def test_quick_run_writes_every_output(quick_run, capsys) -> None:
     code, out = quick_run
     assert code == 0
     for name in ("history.csv", "history.jsonl", "analysis.csv", "analysis_wide.csv",
-                 "points.csv", "claims.json", "claims.csv", "summary.json", "config.json",
-                 "report.html"):
+                 "points.csv", "claims.json", "claims.csv", "summary.json", "study.json"):
         assert (out / name).is_file(), name
+    assert (out.parent / "report.html").is_file()
     for fig in ("nc_vs_epoch", "layerwise_main", "class_angles_main", "leap_2d"):
         for ext in ("png", "svg"):
             assert (out / "figures" / f"{fig}.{ext}").stat().st_size > 1000, (fig, ext)
@@ -32,9 +32,12 @@ def test_quick_run_writes_every_output(quick_run, capsys) -> None:
 def test_tables_parse_with_expected_columns(quick_run) -> None:
     _, out = quick_run
     hist = pd.read_csv(out / "history.csv")
-    assert {"run", "epoch", "source", "layer", "metric", "value"} <= set(hist.columns)
+    from ncscope.collapse.schema import NAMES
+
+    assert list(hist.columns) == ["run", "epoch", *NAMES]
     assert set(hist.run) == {"st", "at", "trades", "trades_bnquirk"}
-    assert {"clean", "perturbed"} <= set(hist.source)
+    assert {"clean", "perturbed", "pgd", "training"} <= set(hist.source)
+    assert set(hist[hist.run == "st"].source) == {"clean", "pgd", "training"}
     lines = (out / "history.jsonl").read_text().splitlines()
     assert len(lines) == len(hist) and json.loads(lines[0])["run"] in set(hist.run)
     an = pd.read_csv(out / "analysis.csv")
@@ -57,12 +60,13 @@ def test_claims_table_has_t1_to_t9_with_numbers(quick_run) -> None:
     for c in claims:
         assert c["numbers"] and c["rule"] and c["verdict"] in ("holds", "does not hold")
         assert any(v is not None for v in c["numbers"].values())
-    html = (out / "report.html").read_text()
+    html = (out.parent / "report.html").read_text()
     assert html.index("T1") < html.index("<figure")
+    assert "not evidence" in html  # --quick runs carry a banner
 
 
 def test_report_command_rebuilds_and_errors(quick_run, tmp_path, capsys) -> None:
     _, out = quick_run
-    assert main(["report", str(out)]) == 0
+    assert main(["report", str(out.parent)]) == 0
     assert main(["report", str(tmp_path)]) == 2
-    assert "missing history.csv" in capsys.readouterr().err
+    assert "no study results" in capsys.readouterr().err

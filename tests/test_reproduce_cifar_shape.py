@@ -19,15 +19,17 @@ from ncscope.cli import main
 def test_cifar_config_on_synthetic_cifar_shaped_data(tmp_path) -> None:
     out = tmp_path / "cifar"
     code = main([
-        "reproduce", "--config", "cifar10_vgg11_bn_linf",
-        "--set", "dataset=synthetic",
-        "--set", "data_kwargs={shape: [3, 32, 32], size: 3, num_classes: 10}",
-        "--set", "runs=[st, at]", "--set", "epochs=1", "--set", "steps=1",
-        "--set", "batch_size=16", "--set", "workers=1", "--set", "threads=1",
-        "--set", "device=cpu", "--set", "points_per_class=1", "--set", "analyze_batch=32",
-        "--set", f"out_dir={out}", "--set", "progress=false",
+        "reproduce", "su2024", "--config", "cifar10_vgg11_bn_linf",
+        "--set", "data.dataset=synthetic",
+        "--set", "data.kwargs={shape: [3, 32, 32], size: 3, num_classes: 10}",
+        "--set", "runs=[st, at]", "--set", "train.epochs=1", "--set", "train.steps=1",
+        "--set", "train.batch_size=16", "--set", "workers=1", "--set", "threads=1",
+        "--set", "train.device=cpu", "--set", "analyze.device=cpu",
+        "--set", "points_per_class=1", "--set", "analyze.batch_size=32",
+        "--set", "analyze.steps=1", "--out", str(out), "--quiet",
     ])
     assert code == 0
+    out = out / "su2024"
     an = pd.read_csv(out / "analysis.csv")
     layers = list(dict.fromkeys(an[an.run == "st"].sort_values("depth").layer))
     assert layers[0] == "features.pool1" and layers[-1] == "classifier:in" and len(layers) == 9
@@ -35,4 +37,4 @@ def test_cifar_config_on_synthetic_cifar_shaped_data(tmp_path) -> None:
     assert dims["features.pool1"] == 64 * 16 * 16 and dims["classifier:in"] == 512
     claims = json.loads((out / "claims.json").read_text())
     assert [c["id"] for c in claims] == [f"T{i}" for i in range(1, 10)]
-    assert (out / "report.html").is_file()
+    assert (out.parent / "report.html").is_file()

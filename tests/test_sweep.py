@@ -176,11 +176,12 @@ def test_registered_metric_reaches_every_table() -> None:
         assert res["toy_within_per_dim"] == pytest.approx(res["trace_within"] / 24)
         df = ncscope.analyze(model, train, sources=["clean", "gaussian"], eps=0.05,
                              progress=False)
-        assert (df.metric == "toy_within_per_dim").sum() == 2 * 3 * 2  # layers × views × srcs
+        # 2 layers × (clean: own + clean views, gaussian: own + clean views)
+        assert (df.metric == "toy_within_per_dim").sum() == 2 * 4
         from ncscope.train import TrainConfig
         from ncscope.train import train as train_fn
 
-        cfg = TrainConfig(dataset="digits", n_per_class=10, epochs=1, lr=0.05,
+        cfg = TrainConfig(data={"dataset": "digits", "n_per_class": 10}, epochs=1, lr=0.05,
                           track_test=False, track_test_attack=False, progress=False)
         hist = train_fn(cfg).history
         assert "toy_within_per_dim" in set(hist["metric"])

@@ -1,60 +1,40 @@
-"""The ``ncscope`` command: ``reproduce``, ``train``, ``analyze``, ``report``, ``layers``, ``demo``.
+"""The ``ncscope`` command: ``reproduce``, ``train``, ``analyze``, ``report``, ``configs``,
+``layers``, ``demo``.
 
-Configs are YAML files mapped onto dataclasses; ``--set key=value`` (repeatable) overrides a
-key; unknown keys or wrong types are errors listing the valid keys. Shipped configs live in
-``ncscope/configs`` and can be named without a path (``--config cifar10_vgg11_bn_linf``).
+One config system: each command reads one dataclass (``reproduce``: the study's config,
+``train``: :class:`~ncscope.train.TrainConfig`, ``analyze``:
+:class:`~ncscope.experiments.analyze.AnalyzeConfig`) from YAML, with dotted ``--set
+section.key=value`` overrides; unknown keys or wrong types are one-line errors listing the
+valid keys. Shipped configs live in ``ncscope/configs`` and can be named without a path
+(``--config cifar10_vgg11_bn_linf``; ``ncscope configs`` lists them).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 
-from ncscope.config import ConfigError, load_config
-
-CONFIG_PACKAGE = "ncscope.configs"
-
-
-def shipped_configs() -> list[str]:
-    """Names of the YAML configs shipped with ncscope."""
-    return sorted(p.name[:-5] for p in resources.files(CONFIG_PACKAGE).iterdir()
-                  if p.name.endswith(".yaml"))
-
-
-def resolve_config(name: str | None) -> Path | None:
-    """A config path, or the name of a shipped config (with or without ``.yaml``)."""
-    if name is None:
-        return None
-    p = Path(name)
-    if p.is_file():
-        return p
-    stem = p.name[:-5] if p.name.endswith(".yaml") else p.name
-    shipped = resources.files(CONFIG_PACKAGE) / f"{stem}.yaml"
-    if shipped.is_file():
-        return Path(str(shipped))
-    raise ConfigError(
-        f"config {name!r} not found; give a YAML path or one of: {', '.join(shipped_configs())}"
-    )
+from ncscope.config import load_config, resolve_config, shipped_configs
 
 
 # ------------------------------------------------------------------------------ reproduce
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from ncscope.experiments.reproduce import QUICK, ReproduceConfig, reproduce
-    from ncscope.report.claims import claims_frame
+    from ncscope.experiments.reproduce import reproduce
+    from ncscope.experiments.studies import claims_frame
 
-    base = dict(QUICK) if args.quick else {}
-    if args.quick:
-        base["out_dir"] = "runs/reproduce-quick"
-    cfg = load_config(ReproduceConfig, resolve_config(args.config), args.set, base=base)
-    summary = reproduce(cfg)
-    table = claims_frame(summary["claims"])[["id", "claim", "numbers", "verdict"]]
-    print("\nClaims (computed from this run):")
-    for row in table.itertuples(index=False):
-        print(f"  {row.id}  {row.verdict:14s} {row.claim}\n      {row.numbers}")
-    print(f"\nwall time {summary['timings_s']['total'] / 60:.1f} min; report: {summary['report']}")
+    out = args.out or ("runs/reproduce-quick" if args.quick else "runs/reproduce")
+    results = reproduce(args.studies, config=args.config, overrides=args.set, out_dir=out,
+                        quick=args.quick, progress=not args.quiet)
+    for name, summary in results.items():
+        if name == "report":
+            continue
+        table = claims_frame(summary["claims"])
+        banner = "  [--quick profile: a smoke run, not evidence]" if args.quick else ""
+        print(f"\nClaims of {name} (computed from this run):{banner}")
+        for row in table.itertuples(index=False):
+            print(f"  {row.id}  {row.verdict:14s} {row.claim}\n      {row.numbers}")
+        print(f"\n{name}: wall time {summary['timings_s']['total'] / 60:.1f} min")
+    print(f"report: {results['report']}")
     return 0
 
 
@@ -63,60 +43,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from ncscope.train import TrainConfig, train
 
     cfg = load_config(TrainConfig, resolve_config(args.config), args.set)
-    result = train(cfg)
+    result = train(cfg, resume=args.resume)
     print(f"run folder: {result.run_dir}")
+    if not result.history.empty:
+        print(result.summary().tail(1).to_string(index=False))
     return 0
 
 
 # ------------------------------------------------------------------------------ analyze
-@dataclass
-class AnalyzeConfig:
-    """Settings of ``ncscope analyze`` (one trained model, optionally several checkpoints)."""
-
-    model: str = "bn_mlp"
-    dataset: str = "digits"
-    data_root: str | None = None
-    n_train: int | None = None
-    weights: list[str] = field(default_factory=list)
-    eps: float = 0.1
-    sources: list[str] = field(default_factory=lambda: ["clean", "pgd", "pgd_targeted",
-                                                         "gaussian", "random_sign"])
-    layers: list[str] | None = None
-    reduce: str = "flatten"
-    batch_size: int = 256
-    seed: int = 0
-    out: str = "runs/analysis.csv"
-    device: str = "cpu"
-    fast_attacks: bool = False
-
-
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from ncscope.data import load_dataset
-    from ncscope.experiments.analyze import analyze
-    from ncscope.models import create_model, load_weights
+    from ncscope.experiments.analyze import AnalyzeConfig, run_analyze
 
     cfg = load_config(AnalyzeConfig, resolve_config(args.config), args.set)
-    if not cfg.weights:
-        raise ConfigError("give the trained weights: --set weights=[path.pt, ...]")
-    train = load_dataset(cfg.dataset, cfg.data_root, split="train", n_train=cfg.n_train,
-                         seed=cfg.seed)
-    test = load_dataset(cfg.dataset, cfg.data_root, split="test")
-    frames = []
-    for path in cfg.weights:
-        model = create_model(cfg.model, dataset=cfg.dataset).to(cfg.device)
-        load_weights(model, path)
-        df = analyze(model.eval(), train, layers=cfg.layers, sources=cfg.sources,
-                     test_data=test, eps=cfg.eps, batch_size=cfg.batch_size, reduce=cfg.reduce,
-                     seed=cfg.seed, device=cfg.device, fast_attacks=cfg.fast_attacks)
-        df.insert(0, "weights", path)
-        frames.append(df)
-    out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    result = pd.concat(frames, ignore_index=True)
-    result.to_csv(out, index=False)
-    print(f"wrote {len(result)} rows to {out}")
+    result = run_analyze(cfg, progress=not args.quiet)
+    print(f"wrote {len(result)} rows to {cfg.out}")
+    return 0
+
+
+def _cmd_configs(args: argparse.Namespace) -> int:
+    for name in shipped_configs():
+        print(name)
     return 0
 
 
@@ -156,25 +102,34 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML file or shipped config name")
+    p.add_argument("--config", help="YAML file or shipped config name (see `ncscope configs`)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (repeatable)")
+                   help="override a config key, dotted for sections: train.epochs=5 "
+                        "(repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the ``ncscope`` command."""
     p = argparse.ArgumentParser(prog="ncscope", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("reproduce", help="the paper's experiments end to end (main job)")
+    r = sub.add_parser("reproduce", help="run studies end to end and judge their claims "
+                       "(main job; default study su2024)")
+    r.add_argument("studies", nargs="*", metavar="STUDY", help="study names, or 'all'")
     _config_args(r)
-    r.add_argument("--quick", action="store_true", help="few epochs (CI profile)")
+    r.add_argument("--quick", action="store_true", help="few epochs: a smoke run, not evidence")
+    r.add_argument("--out", help="run folder (default runs/reproduce)")
     r.set_defaults(func=_cmd_reproduce)
-    t = sub.add_parser("train", help="train one model (ST / AT / TRADES) with NC tracking")
+    t = sub.add_parser("train", help="train one model (ST / AT / TRADES / registered modes) "
+                       "with NC tracking; works under torchrun")
     _config_args(t)
+    t.add_argument("--resume", action="store_true", help="continue from out_dir's checkpoint")
     t.set_defaults(func=_cmd_train)
     a = sub.add_parser("analyze", help="all-layer NC of trained weights under attacks/noise")
     _config_args(a)
     a.set_defaults(func=_cmd_analyze)
+    c = sub.add_parser("configs", help="list the shipped configs")
+    c.set_defaults(func=_cmd_configs)
     rp = sub.add_parser("report", help="rebuild figures, claims and report.html of a run")
     rp.add_argument("run_dir")
     rp.set_defaults(func=_cmd_report)

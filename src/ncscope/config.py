@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -162,3 +163,28 @@ def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k),
                                                                               dict) else v
     return out
+
+
+CONFIG_PACKAGE = "ncscope.configs"
+
+
+def shipped_configs() -> list[str]:
+    """Names of the YAML configs shipped with ncscope (``ncscope/configs``)."""
+    return sorted(p.name[:-5] for p in resources.files(CONFIG_PACKAGE).iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def resolve_config(name: str | None) -> Path | None:
+    """A config path, or the name of a shipped config (with or without ``.yaml``)."""
+    if name is None:
+        return None
+    p = Path(name)
+    if p.is_file():
+        return p
+    stem = p.name[:-5] if p.name.endswith(".yaml") else p.name
+    shipped = resources.files(CONFIG_PACKAGE) / f"{stem}.yaml"
+    if shipped.is_file():
+        return Path(str(shipped))
+    raise ConfigError(
+        f"config {name!r} not found; give a YAML path or one of: {', '.join(shipped_configs())}"
+    )

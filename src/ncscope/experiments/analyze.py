@@ -23,44 +23,133 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 from torch import nn
 
-from ncscope.attacks import PGD, Attack, GaussianL2, GaussianNoise, RandomSign
+from ncscope.attacks import (
+    PGD,
+    Attack,
+    GaussianL2,
+    GaussianNoise,
+    RandomSign,
+    default_alpha,
+    threat_model,
+)
 from ncscope.collapse.choose import choose_layers, head_of
 from ncscope.collapse.schema import NAMES as LONG_COLUMNS
 from ncscope.collapse.schema import wide as schema_wide
 from ncscope.collapse.sweep import batches_of, sweep
-from ncscope.models import classifier_of
+from ncscope.data.config import DataConfig
+from ncscope.models import classifier_of, load_weights
+from ncscope.models.config import ModelConfig
 
 DEFAULT_SOURCES = ("clean", "pgd", "pgd_targeted", "gaussian", "random_sign")
-__all__ = ["DEFAULT_SOURCES", "LONG_COLUMNS", "analyze", "default_alpha", "default_sources", "wide"]
+__all__ = [
+    "DEFAULT_SOURCES",
+    "LONG_COLUMNS",
+    "AnalyzeConfig",
+    "AnalyzeSettings",
+    "analyze",
+    "default_alpha",
+    "default_sources",
+    "run_analyze",
+    "wide",
+]
 
 
-def default_alpha(eps: float, norm: str = "linf") -> float:
-    """Default PGD step: ``eps/4`` for ℓ∞ (the paper's 2/255 at 8/255), ``eps/8`` for ℓ2
-    (16/255 at 128/255, next to the paper's 15/255)."""
-    return eps / 4 if norm == "linf" else eps / 8
+@dataclass
+class AnalyzeSettings:
+    """How a trained model is measured (the ``analyze`` section of a study, and the body of
+    :class:`AnalyzeConfig`): the threat model of the default sources, the sources, layers and
+    measurement options. ``eps``/``alpha``/``steps`` ``None``: the threat-model table of
+    :mod:`ncscope.attacks` (e.g. ℓ∞ 8/255 with ``eps/4``; ℓ2 128/255 with 15/255)."""
+
+    norm: str = "linf"
+    eps: float | None = None
+    alpha: float | None = None
+    steps: int | None = None
+    sources: list[str] = field(default_factory=lambda: list(DEFAULT_SOURCES))
+    layers: list[str] | None = None
+    reduce: str = "flatten"
+    batch_size: int = 256
+    seed: int = 0
+    device: str = "cpu"
+    fast_attacks: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.sources if s not in DEFAULT_SOURCES]
+        if unknown:
+            raise ValueError(f"unknown sources {unknown}; valid names: "
+                             f"{', '.join(DEFAULT_SOURCES)}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {self.batch_size}")
+
+    def measure(self, model: nn.Module, train: Any, test: Any = None, *,
+                classifier: str | None = None, progress: bool = True) -> pd.DataFrame:
+        """Run :func:`analyze` with these settings."""
+        return analyze(model, train, layers=self.layers, sources=self.sources, test_data=test,
+                       eps=self.eps, norm=self.norm, alpha=self.alpha, steps=self.steps,
+                       batch_size=self.batch_size, reduce=self.reduce, classifier=classifier,
+                       device=self.device, seed=self.seed, progress=progress,
+                       fast_attacks=self.fast_attacks)
+
+
+@dataclass
+class AnalyzeConfig(AnalyzeSettings):
+    """Settings of ``ncscope analyze``: trained weights of a model on a data set, measured
+    under the threat model (YAML keys; ``--set eps=0.1 --set model.kwargs.widths=[64,64]``)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    weights: list[str] = field(default_factory=list)
+    out: str = "runs/analysis.csv"
+
+
+def run_analyze(cfg: AnalyzeConfig, *, progress: bool = True) -> pd.DataFrame:
+    """What ``ncscope analyze`` does: every weights file measured, one long table (with a
+    ``weights`` column) written to ``cfg.out``; returns it."""
+    if not cfg.weights:
+        raise ValueError("give the trained weights: --set weights=[path.pt, ...]")
+    train, test = cfg.data.load("train"), cfg.data.load("test")
+    frames = []
+    for path in cfg.weights:
+        model = cfg.model.build(train.info).to(cfg.device)
+        load_weights(model, path)
+        df = cfg.measure(model.eval(), train, test, classifier=cfg.model.classifier,
+                         progress=progress)
+        df.insert(0, "weights", path)
+        frames.append(df)
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = pd.concat(frames, ignore_index=True)
+    result.to_csv(out, index=False)
+    return result
 
 
 def default_sources(
-    model: nn.Module, eps: float, *, steps: int = 10, alpha: float | None = None, seed: int = 0,
-    norm: str = "linf", input_dim: int | None = None, fast: bool = False,
+    model: nn.Module, eps: float | None = None, *, steps: int | None = None,
+    alpha: float | None = None, seed: int = 0, norm: str = "linf", input_dim: int | None = None,
+    fast: bool = False,
 ) -> dict[str, Attack | None]:
     """The paper's perturbation sources at radius ``eps`` (pixel units).
 
-    ``pgd``: untargeted PGD-``steps``, step ``alpha`` (default ``eps/4`` for ℓ∞, ``eps/8`` for
-    ℓ2), random start; ``pgd_targeted``: the same towards ``(y+1) mod K``; ``gaussian``: i.i.d.
-    N(0, eps²) pixel noise (ℓ∞) or a Gaussian direction rescaled to ℓ2 norm ``eps`` (ℓ2);
+    ``None`` values come from the threat-model table (:func:`ncscope.attacks.threat_model`).
+    ``pgd``: untargeted PGD-``steps``, step ``alpha`` (ℓ∞: ``eps/4``; ℓ2: ``eps·15/128``, the
+    paper's 15/255 at 128/255), random start; ``pgd_targeted``: the same towards
+    ``(y+1) mod K``; ``gaussian``: i.i.d. N(0, eps²) pixel noise (ℓ∞) or a Gaussian direction
+    rescaled to ℓ2 norm ``eps`` (ℓ2);
     ``random_sign``: a random corner of the ℓ∞ ball (ℓ∞) or of the cube whose corners have ℓ2
     norm ``eps`` (ℓ2; needs ``input_dim``). ``clean`` is ``None`` (no attack). ``fast``: the
     PGD sources run with ``fast=True`` (:mod:`ncscope.attacks.fast`).
     """
-    a = alpha if alpha is not None else default_alpha(eps, norm)
-    pgd = {"eps": eps, "alpha": a, "steps": steps, "norm": norm, "fast": fast}
+    tm = threat_model(norm, eps, alpha, steps, owner="analyze")
+    eps, norm = tm.eps, tm.norm
+    pgd = {"eps": eps, "alpha": tm.alpha, "steps": tm.steps, "norm": norm, "fast": fast}
     if norm == "linf":
         gaussian: Attack = GaussianNoise(eps, seed=seed + 2)
         sign: Attack | None = RandomSign(eps, seed=seed + 3)
@@ -85,10 +174,10 @@ def analyze(
     sources: Sequence[str] | Mapping[str, Attack | None] | None = None,
     *,
     test_data: Any = None,
-    eps: float = 8 / 255,
+    eps: float | None = None,
     norm: str = "linf",
     alpha: float | None = None,
-    steps: int = 10,
+    steps: int | None = None,
     num_classes: int | None = None,
     batch_size: int = 256,
     reduce: str = "flatten",

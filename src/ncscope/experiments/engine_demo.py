@@ -41,7 +41,8 @@ def run_engine_demo(
     t0 = time.perf_counter()
     train = load_dataset("digits", split="train")
     test = load_dataset("digits", split="test")
-    cfg = TrainConfig(dataset="digits", model="bn_mlp", mode="st", epochs=epochs, lr=0.05,
+    cfg = TrainConfig(data={"dataset": "digits"}, model={"name": "bn_mlp"}, mode="st",
+                      epochs=epochs, lr=0.05,
                       seed=seed, track_test=False, track_test_attack=False,
                       track_fresh_attack=False, progress=progress)
     model = Trainer(create_model("bn_mlp", dataset="digits"), train, test, cfg).fit().model

@@ -1,5 +1,5 @@
-"""Reports: claims judged from a run's tables, figures (PNG + SVG), a self-contained HTML page."""
+"""Reports: one self-contained HTML page with an index of every claim and a section per study."""
 
-from ncscope.report.claims import Claim, judge_claims
+from ncscope.report.build import build_report
 
-__all__ = ["Claim", "judge_claims"]
+__all__ = ["build_report"]

@@ -5,12 +5,13 @@ from __future__ import annotations
 import base64
 import html
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from ncscope.report.claims import Claim
+from ncscope.experiments.studies.base import Claim
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1180px;
@@ -77,32 +78,67 @@ def claims_table(claims: list[Claim]) -> str:
             "</tr>" + "".join(rows) + "</table>")
 
 
-def write_report(
-    out: Path,
-    *,
-    title: str,
-    intro: str,
-    claims: list[Claim],
-    figures: list[tuple[Path, str]],
-    tables: list[tuple[str, pd.DataFrame]],
-    files: list[str],
-) -> Path:
-    """Write ``out`` (HTML) atomically: claims first, then figures, tables and file list."""
+@dataclass
+class Section:
+    """One study's part of the report."""
+
+    name: str
+    title: str
+    paper: str
+    intro: str
+    claims: list[Claim]
+    figures: list[tuple[Path, str]]
+    tables: list[tuple[str, pd.DataFrame]]
+    files: list[str]
+    quick: bool = False
+
+
+_QUICK_BANNER = ("<p class='fails'><b>--quick profile: a few epochs to check that everything "
+                 "runs. These verdicts are not evidence.</b></p>")
+
+
+def _index(sections: list[Section]) -> str:
+    rows = []
+    for sec in sections:
+        for c in sec.claims:
+            cls = {True: "holds", False: "fails", None: "na"}[c.holds]
+            rows.append(f"<tr><td><a href='#{sec.name}'>{html.escape(sec.name)}</a></td>"
+                        f"<td><b>{c.id}</b></td><td>{html.escape(c.statement)}</td>"
+                        f"<td class='{cls}'><b>{c.verdict()}</b></td></tr>")
+    return ("<table><tr><th>study</th><th>#</th><th>claim</th><th>verdict</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def write_report(out: Path, *, title: str, sections: list[Section]) -> Path:
+    """Write ``out`` (HTML) atomically: an index of every claim, then one section per study
+    (claims first, then figures, tables and the study's files)."""
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>{_CSS}</style>",
         f"<script>{_CHECK_JS}</script></head><body>",
-        f"<h1>{html.escape(title)}</h1><p>{intro}</p>",
-        "<h2>Claims, judged from this run</h2>", claims_table(claims),
-        "<h2>Figures</h2>",
+        f"<h1>{html.escape(title)}</h1>",
+        "<p>Every number below is computed from the tables in this folder; the verdicts are "
+        "not written into the code.</p>",
     ]
-    for path, caption in figures:
-        parts.append(f"<figure>{_img(path)}<figcaption>{html.escape(caption)}</figcaption>"
-                     "</figure>")
-    for heading, df in tables:
-        parts.append(f"<h2>{html.escape(heading)}</h2>{_table(df)}")
-    parts.append("<h2>Files in this run folder</h2><ul>"
-                 + "".join(f"<li><code>{html.escape(f)}</code></li>" for f in files) + "</ul>")
+    if any(s.quick for s in sections):
+        parts.append(_QUICK_BANNER)
+    parts += ["<h2>Claims, judged from this run</h2>", _index(sections)]
+    for sec in sections:
+        parts.append(f"<h2 id='{html.escape(sec.name)}'>{html.escape(sec.name)}: "
+                     f"{html.escape(sec.title)}</h2>")
+        parts.append(f"<p class='muted'>{html.escape(sec.paper)}</p>")
+        if sec.quick:
+            parts.append(_QUICK_BANNER)
+        parts.append(f"<p>{html.escape(sec.intro)}</p>")
+        parts.append("<h3>Claims</h3>" + claims_table(sec.claims))
+        parts.append("<h3>Figures</h3>")
+        for path, caption in sec.figures:
+            parts.append(f"<figure>{_img(path)}<figcaption>{html.escape(caption)}"
+                         "</figcaption></figure>")
+        for heading, df in sec.tables:
+            parts.append(f"<h3>{html.escape(heading)}</h3>{_table(df)}")
+        parts.append("<h3>Files</h3><ul>" + "".join(
+            f"<li><code>{html.escape(f)}</code></li>" for f in sec.files) + "</ul>")
     parts.append("</body></html>")
     tmp = out.with_suffix(".html.tmp")
     tmp.write_text("\n".join(parts), encoding="utf-8")

@@ -21,7 +21,7 @@ from ncscope.train.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from ncscope.train.config import TrainConfig
+from ncscope.train.config import TrainConfig, TrainSettings
 from ncscope.train.distributed import DistInfo, derive_seed, epoch_batches
 from ncscope.train.history import HistoryWriter, read_jsonl, rows_to_frame
 from ncscope.train.losses import LOSSES, cross_entropy, make_loss, register_loss, trades_kl
@@ -52,6 +52,7 @@ __all__ = [
     "StepOutput",
     "TensorSpool",
     "TrainConfig",
+    "TrainSettings",
     "TrainResult",
     "TrainingMode",
     "Tracker",

@@ -1,10 +1,10 @@
 """Training configuration: :class:`TrainConfig`, validated before any work starts.
 
-Defaults are the paper's recipe (Su, Zhang, Tsilivis, Kempe, TMLR 2024; paper-brief §3.3):
+Defaults are the paper's recipe (Su, Zhang, Tsilivis, Kempe, TMLR 2024, experimental setup):
 SGD with momentum 0.9, ``lr_max`` 0.1, weight decay 5e-4 on *all* parameters, batch 128, the
 ``piecewise`` schedule updated every iteration, 400 epochs, cross-entropy, PGD-10 l_inf
 ``eps = 8/255``, ``alpha = eps / 4``, one random start, TRADES ``beta = 6``. The small digits
-recipe of paper-brief §7.1 is :meth:`TrainConfig.digits_recipe`.
+recipe of the su2024 study is :meth:`TrainConfig.digits_recipe`.
 
 Every name (data set, model, mode, loss, schedule, norm, attack mode) is checked in
 ``__post_init__`` and an unknown one lists the valid ones; numbers out of range (epochs, batch
@@ -13,7 +13,6 @@ size, eps, ...) are rejected with a one-line message.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import numbers
 from collections.abc import Mapping, Sequence
@@ -21,13 +20,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ncscope.data import UnknownNameError, available_datasets, get_dataset_info
+from ncscope.attacks import threat_model
+from ncscope.config import from_dict, load_config, to_dict
+from ncscope.data import UnknownNameError
+from ncscope.data.config import DataConfig
 from ncscope.models import MODELS, available_models
+from ncscope.models.config import ModelConfig
 from ncscope.train.losses import canonical_loss
 from ncscope.train.modes import MODES, canonical_mode
 from ncscope.train.schedules import canonical_schedule
 
-__all__ = ["MODES", "RESUME_FREE_FIELDS", "TRACK_LAYER_CHOICES", "TrainConfig", "canonical_model"]
+__all__ = [
+    "MODES",
+    "RESUME_FREE_FIELDS",
+    "TRACK_LAYER_CHOICES",
+    "TrainConfig",
+    "TrainSettings",
+    "canonical_model",
+]
 
 _NORM_ALIASES = {"linf": "linf", "l_inf": "linf", "inf": "linf", "l2": "l2", "l_2": "l2"}
 _ATTACK_MODES = ("train", "eval")
@@ -109,23 +119,15 @@ def canonical_model(name: str) -> str:
 
 
 @dataclass
-class TrainConfig:
-    """Everything a training run needs; validated in ``__post_init__`` (before any work).
+class TrainSettings:
+    """How a model is trained (everything but the data and the model); validated in
+    ``__post_init__`` before any work. :class:`TrainConfig` adds the ``data`` and ``model``
+    sections; a study's ``train`` section is a TrainSettings.
 
     Epoch numbers in this config and in the outputs are **1-based counts of completed
     epochs** (``track_epochs=[1, 10]`` measures after the first and the tenth epoch).
 
-    Data and model:
-        dataset: registry name (:func:`ncscope.data.available_datasets`).
-        model: registry name (:func:`ncscope.models.available_models`); ``None`` = the data
-            set's default (``bn_mlp`` for digits, ``small_cnn`` for Fashion-MNIST).
-        n_per_class / n_train / n_test: balanced / stratified training subsets and a stratified
-            test subset (``None`` = full split); ``data_seed`` picks them.
-        data_root: folder of the data files (``None``: the data registry's default).
-        data_kwargs / model_kwargs: extra loader / architecture options
-            (e.g. ``model_kwargs={"widths": [64, 64]}``).
-
-    Optimisation (paper-brief §3.3):
+    Optimisation (Su et al. 2024, experimental setup):
         mode: ``"st"`` (CE on clean), ``"at"`` (CE on PGD examples only, Madry et al. 2018),
             ``"trades"`` (``CE(f(x), y) + trades_beta * KL(f(x) || f(x'))``, Zhang et al. 2019),
             or any mode added with :func:`ncscope.train.modes.register_mode`.
@@ -135,8 +137,9 @@ class TrainConfig:
         schedule: ``"piecewise"`` | ``"cosine"`` | ``"constant"`` (per-iteration updates).
         seed: model initialisation, batch order and attack noise all derive from it.
 
-    Attack (training-time; paper-brief §2):
-        eps, alpha (``None`` = ``eps / 4``), steps, norm (``"linf"`` | ``"l2"``), random_start,
+    Attack (training-time; Madry et al. 2018, Zhang et al. 2019):
+        eps, alpha (``None``: the threat-model table of :mod:`ncscope.attacks`, ℓ∞ ``eps / 4``),
+        steps, norm (``"linf"`` | ``"l2"``), random_start,
         restarts: PGD settings, shared by the TRADES inner maximisation (which ignores
         restarts and random_start unless ``random_start=False``, which zeroes its
         ``0.001 * N(0, I)`` start).
@@ -157,7 +160,7 @@ class TrainConfig:
             backward) after the adversarial one, for the logged clean training accuracy; as in
             the official code it also updates BN running statistics with clean batches.
 
-    Tracking (paper-brief §3.5), all in eval mode on the training set:
+    Tracking (Su et al. 2024, §3 protocol), all in eval mode on the training set:
         track_every / track_epochs: measure after every k-th epoch, or after the listed
             epochs (the last epoch is always measured).
         track_layers: ``"penultimate"`` (``classifier:in``), ``"all"`` (the model's
@@ -168,6 +171,9 @@ class TrainConfig:
             ``epoch = 0``; no training-time perturbations exist yet). Only on a fresh start.
         track_fresh_attack: NC on a fresh eval-mode PGD of the training set after the epoch;
             ``None`` = on for ST, off for AT/TRADES.
+        track_subset: samples per class of the stratified tracking subset of the training and
+            test sets (clean passes and fresh attacks; fixed by ``data_seed``); ``None``: the
+            full sets. The training-time perturbations are always measured in full.
         track_test / track_test_attack: clean and PGD test accuracy (+ NCC test accuracy with
             the clean training means).
         eval_eps / eval_alpha / eval_steps: the tracking PGD (``None``: training values).
@@ -189,8 +195,6 @@ class TrainConfig:
         num_workers: DataLoader workers for data sets that are not in memory.
     """
 
-    dataset: str = "digits"
-    model: str | None = None
     mode: str = "st"
     loss: str = "ce"
     loss_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -201,14 +205,6 @@ class TrainConfig:
     weight_decay: float = 5e-4
     schedule: str = "piecewise"
     seed: int = 0
-    # data
-    n_per_class: int | None = None
-    n_train: int | None = None
-    n_test: int | None = None
-    data_seed: int = 0
-    data_root: str | None = None
-    data_kwargs: dict[str, Any] = field(default_factory=dict)
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
     # attack
     eps: float = 8 / 255
     alpha: float | None = None
@@ -230,6 +226,7 @@ class TrainConfig:
     track_fresh_attack: bool | None = None
     track_test: bool = True
     track_test_attack: bool = True
+    track_subset: int | None = None
     eval_eps: float | None = None
     eval_alpha: float | None = None
     eval_steps: int | None = None
@@ -249,17 +246,6 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ validation
     def __post_init__(self) -> None:
-        if not isinstance(self.dataset, str):
-            raise TypeError(
-                f"dataset must be a string; valid names: {', '.join(available_datasets())}"
-            )
-        info = get_dataset_info(self.dataset)  # unknown name: lists the valid ones
-        self.dataset = info.name
-        if self.model is None:
-            if info.default_model is None:
-                raise ValueError(f"data set {info.name!r} has no default model; set model=")
-            self.model = info.default_model
-        self.model = canonical_model(self.model)
         self.mode = canonical_mode(self.mode)  # any registered mode (ncscope.train.modes)
         self.loss = canonical_loss(self.loss)
         self.schedule = canonical_schedule(self.schedule)
@@ -272,13 +258,7 @@ class TrainConfig:
         self.momentum = _real("momentum", self.momentum, 0.0, 1.0, strict_high=True)
         self.weight_decay = _real("weight_decay", self.weight_decay, 0.0, 1.0)
         self.seed = _int("seed", self.seed, 0, 2**63 - 1)
-        self.data_seed = _int("data_seed", self.data_seed, 0, 2**63 - 1)
-        for name in ("n_per_class", "n_train", "n_test"):
-            if getattr(self, name) is not None:
-                setattr(self, name, _int(name, getattr(self, name), 1))
-        if self.n_per_class is not None and self.n_train is not None:
-            raise ValueError("pass at most one of n_per_class and n_train")
-        for name in ("loss_kwargs", "data_kwargs", "model_kwargs"):
+        for name in ("loss_kwargs",):
             value = getattr(self, name)
             if not isinstance(value, Mapping):
                 raise TypeError(f"{name} must be a dict, got {type(value).__name__}")
@@ -319,6 +299,8 @@ class TrainConfig:
         if self.eval_batch_size is not None:
             self.eval_batch_size = _int("eval_batch_size", self.eval_batch_size, 1, 1 << 20)
         self.track_every = _int("track_every", self.track_every, 1)
+        if self.track_subset is not None:
+            self.track_subset = _int("track_subset", self.track_subset, 1)
         if self.track_epochs is not None:
             self.track_epochs = _epoch_list("track_epochs", self.track_epochs, self.epochs)
         self.track_layers = self._track_layers(self.track_layers)
@@ -333,7 +315,7 @@ class TrainConfig:
             raise UnknownNameError(
                 f"unknown device {self.device!r}; valid values: auto, cpu, cuda, cuda:N"
             )
-        for name in ("out_dir", "data_root", "spool_dir"):
+        for name in ("out_dir", "spool_dir"):
             value = getattr(self, name)
             if value is not None:
                 if not isinstance(value, (str, Path)):
@@ -369,8 +351,12 @@ class TrainConfig:
     # ------------------------------------------------------------------ derived settings
     @property
     def effective_alpha(self) -> float:
-        """Training attack step size: ``alpha``, or ``eps / 4`` (2/255 for 8/255, §7.1)."""
-        return self.alpha if self.alpha is not None else self.eps / 4
+        """Training attack step size: ``alpha``, or the threat-model table's rule for the
+        mode's attack (:func:`ncscope.attacks.threat_model`; ℓ∞: ``eps / 4``)."""
+        if self.alpha is not None:
+            return self.alpha
+        attack = "trades" if self.mode == "trades" else "pgd"
+        return threat_model(self.norm, self.eps, None, self.steps, attack).alpha
 
     @property
     def effective_attack_mode(self) -> str:
@@ -392,10 +378,10 @@ class TrainConfig:
         eps = self.eval_eps if self.eval_eps is not None else self.eps
         if self.eval_alpha is not None:
             alpha = self.eval_alpha
-        elif self.eval_eps is None:
-            alpha = self.effective_alpha
+        elif self.eval_eps is None and self.alpha is not None:
+            alpha = self.alpha
         else:
-            alpha = eps / 4
+            alpha = threat_model(self.norm, eps, None, self.steps).alpha
         steps = self.eval_steps if self.eval_steps is not None else self.steps
         return {"eps": eps, "alpha": alpha if alpha > 0 else 1.0, "steps": steps, "norm": self.norm}
 
@@ -415,32 +401,49 @@ class TrainConfig:
             return True
         return self.checkpoint_every > 0 and epoch % self.checkpoint_every == 0
 
+
+
+@dataclass
+class TrainConfig(TrainSettings):
+    """Everything a training run needs: :class:`TrainSettings` plus the ``data`` and ``model``
+    sections (``--set data.n_train=500``, ``--set model.kwargs.widths=[64,64]``)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, Mapping):
+            self.data = from_dict(DataConfig, dict(self.data), prefix="data.")
+        if isinstance(self.model, Mapping):
+            self.model = from_dict(ModelConfig, dict(self.model), prefix="model.")
+        if not isinstance(self.data, DataConfig) or not isinstance(self.model, ModelConfig):
+            raise TypeError("data and model must be DataConfig / ModelConfig sections (or dicts)")
+        self.model.name = self.model.resolved_name(self.data.dataset)
+        super().__post_init__()
+
+    @classmethod
+    def from_sections(cls, data: DataConfig, model: ModelConfig, settings: TrainSettings,
+                      **changes: Any) -> TrainConfig:
+        """Combine a study's ``data``, ``model`` and ``train`` sections (plus changes)."""
+        return cls.from_dict({**to_dict(settings), "data": to_dict(data),
+                              "model": to_dict(model), **changes})
+
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML-serialisable dict of every field (round-trips through from_dict)."""
-        return dataclasses.asdict(self)
+        return to_dict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
-        """Build from a dict; unknown keys are an error that lists the valid ones."""
+        """Build from a (nested) dict; unknown keys are an error that lists the valid ones."""
         if not isinstance(data, Mapping):
             raise TypeError(f"config must be a mapping, got {type(data).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(names))
-        if unknown:
-            raise ValueError(
-                f"unknown config keys {unknown}; valid keys: {', '.join(sorted(names))}"
-            )
-        return cls(**dict(data))
+        return from_dict(cls, dict(data))
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
         """Read a YAML (or JSON) file written by :meth:`to_yaml` or by hand."""
-        import yaml
-
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
-        return cls.from_dict(data)
+        return load_config(cls, path)
 
     def to_yaml(self) -> str:
         """The config as YAML text (keys in field order)."""
@@ -454,16 +457,16 @@ class TrainConfig:
 
     @classmethod
     def digits_recipe(cls, mode: str = "st", **overrides: Any) -> TrainConfig:
-        """The small digits experiment of paper-brief §7.1.
+        """The small digits recipe of the su2024 study.
 
         BN-MLP 64-512-512-256-128-10 on the 1347 digits training images, SGD 0.9, lr 0.05,
         piecewise schedule (per iteration), weight decay 5e-4, batch 128, 300 epochs, PGD-10
         l_inf ``eps = 0.1``, ``alpha = eps / 4``, one random start. ``overrides`` change any field
-        (e.g. ``bn_quirk=True`` for the repository's TRADES variant).
+        (e.g. ``bn_quirk=True`` for the official TRADES code's variant).
         """
         base: dict[str, Any] = {
-            "dataset": "digits",
-            "model": "bn_mlp",
+            "data": {"dataset": "digits"},
+            "model": {"name": "bn_mlp"},
             "mode": mode,
             "epochs": 300,
             "batch_size": 128,

@@ -1,10 +1,10 @@
 """Metric rows on disk: a tidy JSONL log appended as rows are measured, and a CSV snapshot.
 
-One row per (epoch, source, reference, layer) with every metric (see
-:mod:`ncscope.train.tracking`). ``history.jsonl`` gets each epoch's rows appended (flushed and
-fsynced) as soon as they are measured; ``history.csv`` is rewritten atomically from all rows
-after each append. On resume both are rewritten from the checkpoint's rows first, so a crash
-between measuring and checkpointing never leaves duplicate rows.
+Rows follow the declared long schema (:mod:`ncscope.collapse.schema`) with an ``epoch``
+column in front (see :mod:`ncscope.train.tracking`). ``history.jsonl`` gets each epoch's rows
+appended (flushed and fsynced) as soon as they are measured; ``history.csv`` is rewritten
+atomically from all rows after each append. On resume both are rewritten from the checkpoint's
+rows first, so a crash between measuring and checkpointing never leaves duplicate rows.
 """
 
 from __future__ import annotations
@@ -19,22 +19,13 @@ from typing import Any
 
 import pandas as pd
 
+from ncscope.collapse.schema import NAMES, typed
 from ncscope.train.checkpoint import atomic_write_text
 
 __all__ = ["HistoryWriter", "clean_value", "read_jsonl", "rows_to_frame"]
 
-#: Columns that lead every table, in this order (others follow in first-seen order).
-LEADING_COLUMNS = (
-    "epoch",
-    "step",
-    "lr",
-    "source",
-    "reference",
-    "layer",
-    "loss",
-    "accuracy",
-    "n",
-)
+#: Columns of a history table, in this order: the ``epoch`` context and the schema columns.
+COLUMNS = ("epoch", *NAMES)
 
 
 def clean_value(v: Any) -> Any:
@@ -47,12 +38,8 @@ def clean_value(v: Any) -> Any:
 
 
 def rows_to_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """A DataFrame of metric rows with the leading columns first."""
-    df = pd.DataFrame(list(rows))
-    if df.empty:
-        return df
-    lead = [c for c in LEADING_COLUMNS if c in df.columns]
-    return df[lead + [c for c in df.columns if c not in lead]]
+    """The history rows as a schema-typed DataFrame (columns :data:`COLUMNS`)."""
+    return typed(pd.DataFrame(list(rows), columns=list(COLUMNS)))
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -64,36 +64,50 @@ class TrainResult:
     timings: list[dict[str, Any]] = field(default_factory=list)
 
     def final(
-        self, source: str = "train_clean", reference: str | None = None, layer: str | None = None
+        self,
+        source: str = "clean",
+        split: str = "train",
+        reference: str | None = None,
+        layer: str | None = None,
     ) -> dict[str, Any]:
-        """The last measured row of ``source`` (around ``reference``, default: itself for train
-        sources, ``train_clean`` for test sources) at ``layer`` (default: the penultimate)."""
-        if reference is not None:
-            ref = reference
-        else:
-            ref = "train_clean" if source.startswith("test") else source
+        """Metrics of the last measured epoch of one view, as ``{metric: value}`` plus the
+        view's keys (``epoch``, ``layer``, ``source``, ``split``, ``reference``).
+
+        ``reference`` defaults to ``"own"`` on the training split and ``"clean"`` on the test
+        split; ``layer`` to the penultimate (deepest) layer. Sources: ``clean``, ``perturbed``
+        (training-time batches), ``pgd`` (fresh attack) — see :mod:`ncscope.train.tracking`.
+        """
+        ref = reference if reference is not None else ("own" if split == "train" else "clean")
         df = self.history
         if df.empty:
             raise ValueError("no rows were measured")
-        sel = df[(df["source"] == source) & (df["reference"] == ref)]
-        if layer is None:
-            sel = sel[sel["layer"] == sel["layer"].iloc[-1]] if len(sel) else sel
-        else:
-            sel = sel[sel["layer"] == layer]
+        sel = df[(df["source"] == source) & (df["split"] == split) & (df["reference"] == ref)
+                 & (df["group"] == "label") & df["class"].isna()]
+        if len(sel):
+            pick = layer if layer is not None else sel.sort_values("depth")["layer"].iloc[-1]
+            sel = sel[sel["layer"] == pick]
         if sel.empty:
-            raise ValueError(f"no rows for source={source!r}, reference={ref!r}, layer={layer!r}")
-        return sel.iloc[-1].to_dict()
+            raise ValueError(f"no rows for source={source!r}, split={split!r}, "
+                             f"reference={ref!r}, layer={layer!r}")
+        last = sel[sel["epoch"] == sel["epoch"].max()]
+        keys = {"epoch": int(last["epoch"].iloc[0]), "layer": last["layer"].iloc[0],
+                "source": source, "split": split, "reference": ref}
+        return {**keys, **dict(zip(last["metric"], last["value"], strict=True))}
 
     def summary(self) -> pd.DataFrame:
-        """Per-epoch accuracies (one column per source) at the penultimate layer."""
+        """Per-epoch network accuracy at the penultimate layer, one column per measured
+        ``<source>_<split>_acc`` (own means on train, clean means on test)."""
         df = self.history
         if df.empty:
             return df
-        pen = df["layer"].iloc[-1]
-        own = df[
-            (df["layer"] == pen)
-            & ((df["reference"] == df["source"]) | df["source"].str.startswith("test"))
-        ]
-        wide = own.pivot_table(index="epoch", columns="source", values="accuracy")
-        wide.columns = [f"{c}_acc" for c in wide.columns]
+        sel = df[(df["metric"] == "net_accuracy") & (df["group"] == "label")
+                 & (((df["split"] == "train") & (df["reference"] == "own"))
+                    | ((df["split"] == "test") & (df["reference"] == "clean")))]
+        if sel.empty:
+            return sel
+        pen = sel.sort_values("depth")["layer"].iloc[-1]
+        sel = sel[sel["layer"] == pen].assign(
+            column=lambda d: d["source"] + "_" + d["split"] + "_acc")
+        wide = sel.pivot_table(index="epoch", columns="column", values="value")
+        wide.columns.name = None
         return wide.reset_index()

@@ -1,70 +1,53 @@
-"""Per-epoch measurements: accuracy, loss and Neural-Collapse metrics on several data sources.
+"""Per-epoch measurements: NC of the training model on several sources, through the one sweep.
 
-Protocol (paper-brief §3.5; Su et al. 2024). After a tracked epoch the model is put in **eval
-mode** and, under ``no_grad``, measured on:
+After a tracked epoch the model is measured by :func:`ncscope.collapse.sweep` (eval mode,
+``no_grad``) and the rows follow the declared long schema (:mod:`ncscope.collapse.schema`) with
+an ``epoch`` column in front. Sources (Su et al. 2024, §3 protocol):
 
-=====================  ================  ===============================================
-``source``             ``reference``     what
-=====================  ================  ===============================================
-``train_clean``        ``train_clean``   classical NC of the clean training features
-``train_perturbed``    ``train_perturbed`` AT/TRADES: the perturbed batches generated during
-                                         the epoch (the paper's "robust" NC: own means)
-``train_perturbed``    ``train_clean``   the same measured around the clean class means
-                                         (simplex similarity, NCC with clean means)
-``train_pgd``          ``train_pgd``     fresh eval-mode PGD of the training set (ST default)
-``train_pgd``          ``train_clean``   the same around the clean class means
-``test_clean``         ``train_clean``   test features around the clean training means
-``test_pgd``           ``train_clean``   eval-mode PGD test data (robust accuracy, NCC
-                                         robust accuracy with clean training means)
-=====================  ================  ===============================================
+=================  =======================================================================
+``source``         what
+=================  =======================================================================
+``clean``          the clean training (sub)set — its own NC (``reference="own"``) and the
+                   reference every other view is measured around; on ``split="test"`` the
+                   test set around the clean training means (test and NCC accuracy)
+``perturbed``      AT/TRADES: the perturbed batches generated *during* the epoch (the
+                   paper's "robust" NC; spooled to disk, measured with the final weights)
+``pgd``            a fresh eval-mode PGD of the training (sub)set (ST default); on
+                   ``split="test"`` the PGD test data (robust and NCC robust accuracy)
+``training``       the epoch's running statistics (``step``, ``lr``, ``run_loss``,
+                   ``run_clean_acc``, ``run_adv_acc``; no layer)
+=================  =======================================================================
 
-``reference`` names the data whose class means the NC statistics are measured around
-(:class:`ncscope.collapse.NCStats` pass 1); ``source`` is the measured data (pass 2). Every row
-carries the network's cross-entropy ``loss`` and ``accuracy`` on ``source``, the sample count
-``n`` and every key of :meth:`NCStats.compute` (``nc1``, ``nc1_over_k``, ``equinorm_means``,
-``equiangular_means``, ``nc3``, ``nc4``, ``ncc_accuracy``, ``simplex_angle`` [degrees], ...).
-In a row measured around *another* reference (``reference != source``) the geometry of the
-means (``equinorm_means``, ``equiangular_means``, ``etf_error_means``, ``nc3``) describes the
-reference simplex; what describes the measured data there is ``nc1`` (scatter around the
-reference means), ``ncc_accuracy``, ``nc4``, the ``leap_*`` keys and the simplex similarity
-(``simplex_angle``, ``simplex_distance``, ``global_mean_*``: measured vs reference means).
-Rows with ``reference == source`` are the paper's NC of that data (its own means).
-
-Streaming: every pass runs batch by batch into the NC accumulators; perturbed images are never
-held in memory — the training-time ones come from a :class:`~ncscope.train.spool.TensorSpool`
-written during the epoch, and a fresh attack is spooled the same way, because NC needs two
-passes (class means first). Under ``torch.distributed`` each rank measures its shard and the
-accumulators are summed with ``all_reduce`` after each pass.
+Tracking subset: ``TrainConfig.track_subset`` (samples per class, stratified, fixed by
+``data_seed``) bounds the cost of the clean passes and of the fresh attacks on the training and
+test sets; ``None`` measures the full sets. The training-time perturbations of AT/TRADES are
+always measured in full (they cost no attack). Under ``torch.distributed`` each rank measures
+its shard and the sweep sums the accumulators after each pass.
 """
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ncscope.attacks import PGD
-from ncscope.collapse import FeatureTaps, LayerNC
-from ncscope.models import classifier_of, default_taps, penultimate_layer
+from ncscope.collapse import Source, sweep
+from ncscope.collapse.choose import LAYER_CHOICES, choose_layers, head_of
+from ncscope.data import stratified_indices
+from ncscope.models import classifier_of
 from ncscope.train.config import TrainConfig
-from ncscope.train.distributed import (
-    DistInfo,
-    all_reduce_sum,
-    current_dist,
-    derive_seed,
-    shard_indices,
-)
+from ncscope.train.distributed import DistInfo, current_dist, derive_seed, shard_indices
 from ncscope.train.history import clean_value
-from ncscope.collapse.spool import TensorSpool
+from ncscope.train.spool import TensorSpool
 
 __all__ = [
+    "LAYER_CHOICES",
     "SOURCES",
     "Tracker",
     "fetch_batch",
@@ -74,7 +57,9 @@ __all__ = [
 ]
 
 #: Measured sources, in row order.
-SOURCES: tuple[str, ...] = ("train_clean", "train_perturbed", "train_pgd", "test_clean", "test_pgd")
+SOURCES: tuple[str, ...] = ("clean", "perturbed", "pgd", "training")
+#: Epoch-level columns the trainer passes as ``extra`` (rows of source ``training``).
+EPOCH_LOGS = ("step", "lr", "run_loss", "run_clean_acc", "run_adv_acc")
 # Purposes of derived attack seeds (distinct random streams).
 PURPOSE_TRAIN_ATTACK = 1
 PURPOSE_FRESH_ATTACK = 2
@@ -94,6 +79,13 @@ def fetch_batch(dataset: Dataset, indices: Sequence[int]) -> tuple[Tensor, Tenso
     return xs, ys
 
 
+def labels_of(dataset: Dataset) -> Tensor:
+    """All labels of a data set (``targets`` when it has them, else item by item)."""
+    if hasattr(dataset, "targets"):
+        return torch.as_tensor(dataset.targets).long()  # type: ignore[attr-defined]
+    return torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))])  # type: ignore[arg-type]
+
+
 def num_classes_of(model: nn.Module, dataset: Dataset | None = None) -> int:
     """Number of classes: the data set's ``info.num_classes``, else the classifier's rows."""
     info = getattr(dataset, "info", None)
@@ -105,59 +97,21 @@ def num_classes_of(model: nn.Module, dataset: Dataset | None = None) -> int:
 def resolve_track_layers(
     model: nn.Module, spec: str | Sequence[str], example: Tensor | None = None
 ) -> list[str]:
-    """Layer keys to measure.
-
-    ``"penultimate"``: ``[penultimate_layer(model)]`` (``"classifier:in"``). ``"all"``: the
-    model's :func:`~ncscope.models.default_taps` followed by the penultimate features; a tap
-    whose output *is* the penultimate feature (e.g. the BN-MLP's last block) is dropped, which
-    is checked on ``example`` (a small input batch) by one eval-mode forward. A list: those
-    layer specs (module names / globs, ``":in"`` suffix), in model order.
-    """
-    if isinstance(spec, str) and spec == "penultimate":
-        return [penultimate_layer(model)]
-    if isinstance(spec, str) and spec == "all":
-        pen = penultimate_layer(model)
-        taps = [t for t in default_taps(model) if t != pen]
-        if example is not None and taps:
-            modes = [(m, m.training) for m in model.modules()]
-            try:
-                model.eval()
-                with torch.no_grad(), FeatureTaps(model, [*taps, pen]) as ft:
-                    model(example)
-                    feats = ft.features
-            finally:
-                for m, was in modes:
-                    m.training = was
-            taps = [
-                t
-                for t in taps
-                if not (feats[t].shape == feats[pen].shape and torch.equal(feats[t], feats[pen]))
-            ]
-        return [*taps, pen]
-    specs = [spec] if isinstance(spec, str) else list(spec)
-    return FeatureTaps(model, specs).names
+    """Layer keys to measure (:func:`ncscope.collapse.choose.choose_layers`): ``"penultimate"``,
+    ``"all"`` (default taps + penultimate, repeats dropped on ``example``) or layer specs."""
+    return choose_layers(model, spec, example)
 
 
-class _Acc:
-    """Cross-entropy sum, correct count and sample count of one source (float64)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.t = torch.zeros(3, dtype=torch.float64, device=device)
-
-    def add(self, logits: Tensor, y: Tensor) -> None:
-        ce = F.cross_entropy(logits.float(), y, reduction="sum")
-        self.t[0] += ce.double()
-        self.t[1] += (logits.argmax(dim=1) == y).sum()
-        self.t[2] += y.numel()
-
-    def reduce(self, info: DistInfo) -> dict[str, Any]:
-        all_reduce_sum(self.t, info)
-        loss, correct, n = (float(v) for v in self.t.tolist())
-        return {
-            "loss": loss / n if n else None,
-            "accuracy": correct / n if n else None,
-            "n": int(n),
-        }
+def tracking_indices(dataset: Dataset, per_class: int | None, seed: int) -> list[int]:
+    """The stratified tracking subset: ``per_class`` × K samples (all when ``None`` or when the
+    set is smaller), class proportions kept, fixed by ``seed``."""
+    n = len(dataset)  # type: ignore[arg-type]
+    if per_class is None:
+        return list(range(n))
+    y = labels_of(dataset)
+    k = int(y.max()) + 1 if len(y) else 1
+    size = min(n, per_class * k)
+    return [int(i) for i in stratified_indices(y, size, seed=seed)] if size < n else list(range(n))
 
 
 class Tracker:
@@ -169,7 +123,7 @@ class Tracker:
         config: a :class:`TrainConfig` (tracking, attack and seed settings are read from it).
         device: where to run (default: the model's device).
         dist: the process group description (default: single process).
-        spool_dir: folder for the scratch file of the fresh attack.
+        spool_dir: folder for the scratch files of the fresh attack.
     """
 
     def __init__(
@@ -196,28 +150,18 @@ class Tracker:
         self.num_classes = num_classes_of(model, train_data)
         example, _ = fetch_batch(train_data, [0, min(1, len(train_data) - 1)])  # type: ignore[arg-type]
         self.layers = resolve_track_layers(model, self.config.track_layers, example.to(self.device))
-        self.penultimate = penultimate_layer(model)
         self.batch_size = self.config.eval_batch_size or self.config.batch_size
+        subset = getattr(self.config, "track_subset", None)
+        data = getattr(self.config, "data", None)
+        seed = data.seed if data is not None else 0
+        self.train_index = tracking_indices(train_data, subset, seed)
+        self.test_index = (None if test_data is None
+                           else tracking_indices(test_data, subset, seed + 1))
 
-    # ------------------------------------------------------------------ helpers
-    def _batches(self, data: Dataset) -> Iterator[tuple[Tensor, Tensor]]:
-        idx = shard_indices(len(data), self.dist)  # type: ignore[arg-type]
-        for i in range(0, len(idx), self.batch_size):
-            x, y = fetch_batch(data, idx[i : i + self.batch_size])
-            yield x.to(self.device), y.to(self.device)
-
-    def _new_stats(self) -> LayerNC:
-        clf = {}
-        if self.penultimate in self.layers:
-            head = classifier_of(self.model)
-            bias = head.bias.detach() if head.bias is not None else None
-            clf[self.penultimate] = (head.weight.detach(), bias)
-        return LayerNC(self.num_classes, self.layers, clf)
-
-    def _forward(self, taps: FeatureTaps, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        with torch.no_grad(), taps:
-            logits = self.model(x)
-            return logits, taps.features
+    def _batches(self, data: Dataset, index: list[int]) -> Iterator[tuple[Tensor, Tensor]]:
+        mine = [index[i] for i in shard_indices(len(index), self.dist)]
+        for i in range(0, len(mine), self.batch_size):
+            yield fetch_batch(data, mine[i : i + self.batch_size])
 
     def _attack(self, epoch: int, purpose: int) -> PGD:
         gen = torch.Generator(device=self.device)
@@ -233,30 +177,20 @@ class Tracker:
             fast=self.config.fast_attacks,
         )
 
-    def _rows(
-        self,
-        base: dict[str, Any],
-        source: str,
-        reference: str,
-        stats: LayerNC,
-        acc: dict[str, Any],
-    ) -> list[dict[str, Any]]:
-        try:
-            results = stats.compute()
-            error = None
-        except ValueError as exc:  # e.g. a degenerate reference (all class means equal)
-            results = {layer: {} for layer in self.layers}
-            error = str(exc).splitlines()[0]
-        rows = []
-        for layer in self.layers:
-            row = {**base, "source": source, "reference": reference, "layer": layer, **acc}
-            row.update({k: clean_value(v) for k, v in results[layer].items()})
-            if error is not None:
-                row["nc_error"] = error
-            rows.append(row)
-        return rows
+    def sources(self, epoch: int, perturbed: TensorSpool | None = None) -> list[Source]:
+        """The sweep sources of a tracked ``epoch`` (see the module docstring)."""
+        cfg = self.config
+        test = self.test_data is not None
+        out = [Source("clean", splits=("train", "test") if test and cfg.track_test
+                      else ("train",))]
+        if perturbed is not None:
+            out.append(Source("perturbed", recorded=lambda: perturbed.batches(self.batch_size)))
+        if cfg.fresh_attack:
+            out.append(Source("pgd", self._attack(epoch, PURPOSE_FRESH_ATTACK), splits=("train",)))
+        if test and cfg.track_test_attack:
+            out.append(Source("pgd", self._attack(epoch, PURPOSE_TEST_ATTACK), splits=("test",)))
+        return out
 
-    # ------------------------------------------------------------------ measurement
     def measure(
         self,
         epoch: int,
@@ -267,127 +201,37 @@ class Tracker:
         """Measure every enabled source after (1-based) ``epoch``; returns the rows.
 
         ``perturbed``: this rank's spool of training-time perturbed batches (AT/TRADES), or
-        ``None``. ``extra``: epoch-level columns copied into every row (step, lr, running
-        training loss/accuracy). Every rank must call this with the same arguments' kinds
-        (the accumulators are all-reduced); every rank gets the same rows.
+        ``None``. ``extra``: the epoch's running statistics (step, lr, running training
+        loss/accuracy), emitted as rows of source ``training``. Every rank must call this with
+        the same arguments' kinds (the accumulators are all-reduced); every rank gets the same
+        rows.
         """
-        cfg = self.config
-        model = self.model
-        base = {"epoch": int(epoch), **(extra or {})}
-        modes = [(m, m.training) for m in model.modules()]
-        model.eval()
-        rows: list[dict[str, Any]] = []
-        taps = FeatureTaps(model, self.layers)
-        try:
-            # train_clean: pass 1 (class means), then pass 2 around them
-            clean = self._new_stats()
-            acc = _Acc(self.device)
-            for x, y in self._batches(self.train_data):
-                logits, feats = self._forward(taps, x)
-                clean.update(feats, y)
-                acc.add(logits, y)
-            clean.all_reduce()
-            template = copy.deepcopy(clean)  # reference pass only: reused around clean means
-            for x, y in self._batches(self.train_data):
-                logits, feats = self._forward(taps, x)
-                clean.update_measured(feats, y, predictions=logits.argmax(dim=1))
-            clean.all_reduce()
-            rows += self._rows(base, "train_clean", "train_clean", clean, acc.reduce(self.dist))
-
-            if perturbed is not None:
-                rows += self._two_pass(
-                    base,
-                    "train_perturbed",
-                    template,
-                    lambda: perturbed.batches(self.batch_size, self.device),
-                    None,
-                )
-            if cfg.fresh_attack:
-                attack = self._attack(epoch, PURPOSE_FRESH_ATTACK)
-                with TensorSpool(self.spool_dir, f"rank{self.dist.rank}-train_pgd") as spool:
-                    rows += self._two_pass(
-                        base,
-                        "train_pgd",
-                        template,
-                        lambda: spool.batches(self.batch_size, self.device),
-                        (self._batches(self.train_data), attack, spool),
-                    )
-            if self.test_data is not None and cfg.track_test:
-                rows += self._around_clean(
-                    base, "test_clean", template, self._batches(self.test_data), None
-                )
-            if self.test_data is not None and cfg.track_test_attack:
-                attack = self._attack(epoch, PURPOSE_TEST_ATTACK)
-                rows += self._around_clean(
-                    base, "test_pgd", template, self._batches(self.test_data), attack
-                )
-        finally:
-            taps.close()
-            for m, was in modes:
-                m.training = was
-        return rows
-
-    def _around_clean(
-        self,
-        base: dict[str, Any],
-        source: str,
-        template: LayerNC,
-        batches: Iterator[tuple[Tensor, Tensor]],
-        attack: PGD | None,
-    ) -> list[dict[str, Any]]:
-        taps = FeatureTaps(self.model, self.layers)
-        stats = copy.deepcopy(template)
-        acc = _Acc(self.device)
-        for x, y in batches:
-            if attack is not None:
-                x = attack(x, y)
-            logits, feats = self._forward(taps, x)
-            stats.update_measured(feats, y, predictions=logits.argmax(dim=1))
-            acc.add(logits, y)
-        stats.all_reduce()
-        return self._rows(base, source, "train_clean", stats, acc.reduce(self.dist))
-
-    def _two_pass(
-        self,
-        base: dict[str, Any],
-        source: str,
-        template: LayerNC,
-        replay: Any,
-        generate: tuple[Iterator[tuple[Tensor, Tensor]], PGD, TensorSpool] | None,
-    ) -> list[dict[str, Any]]:
-        """Own-means NC (pass 1 then pass 2 over the spool) and NC around the clean means
-        (measured during pass 1). With ``generate`` the spool is filled by attacking the
-        batches first, measuring pass 1 on the fly."""
-        taps = FeatureTaps(self.model, self.layers)
-        own = self._new_stats()
-        vs_clean = copy.deepcopy(template)
-        acc = _Acc(self.device)
-
-        def first_pass() -> Iterator[tuple[Tensor, Tensor]]:
-            if generate is None:
-                yield from replay()
-                return
-            batches, attack, spool = generate
-            for x, y in batches:
-                x_adv = attack(x, y)
-                spool.append(x_adv, y)
-                yield x_adv, y
-
-        for x, y in first_pass():
-            logits, feats = self._forward(taps, x)
-            own.update(feats, y)
-            vs_clean.update_measured(feats, y, predictions=logits.argmax(dim=1))
-            acc.add(logits, y)
-        own.all_reduce()
-        for x, y in replay():
-            logits, feats = self._forward(taps, x)
-            own.update_measured(feats, y, predictions=logits.argmax(dim=1))
-        own.all_reduce()
-        vs_clean.all_reduce()
-        summary = acc.reduce(self.dist)
-        return self._rows(base, source, source, own, summary) + self._rows(
-            base, source, "train_clean", vs_clean, summary
+        test = self.test_data is not None and (self.config.track_test
+                                               or self.config.track_test_attack)
+        df = sweep(
+            self.model,
+            lambda: self._batches(self.train_data, self.train_index),
+            self.sources(epoch, perturbed),
+            layers=self.layers,
+            num_classes=self.num_classes,
+            classifiers=head_of(self.model, self.layers),
+            test_data=(lambda: self._batches(self.test_data, self.test_index)) if test else None,  # type: ignore[arg-type]
+            batch_size=self.batch_size,
+            device=self.device,
+            spool_dir=self.spool_dir,
+            per_class=False,
         )
+        rows = [{"epoch": int(epoch), **{k: clean_value(v) for k, v in r.items()}}
+                for r in df.to_dict(orient="records")]
+        for r in rows:
+            r["class"] = None
+        for name in EPOCH_LOGS:
+            if extra and name in extra:
+                rows.append({"epoch": int(epoch), "layer": None, "depth": None,
+                             "source": "training", "split": "train", "reference": None,
+                             "group": None, "metric": name, "value": clean_value(extra[name]),
+                             "class": None})
+        return rows
 
 
 def track(
@@ -405,10 +249,10 @@ def track(
     """Measure ``model`` once, as the trainer does after a tracked epoch; returns the rows.
 
     Reusable outside training (e.g. on saved checkpoints, the paper's ST protocol): the
-    config supplies ``track_layers``, ``track_fresh_attack`` (``None`` = on for ST),
-    ``track_test`` / ``track_test_attack``, the attack settings (``eval_eps`` ... or the
-    training ones) and ``seed``; ``epoch`` is only a label and a seed component. Run in the
-    current ``torch.distributed`` group if one is initialised.
+    config supplies ``track_layers``, ``track_subset``, ``track_fresh_attack`` (``None`` = on
+    for ST), ``track_test`` / ``track_test_attack``, the attack settings (``eval_eps`` ... or
+    the training ones) and ``seed``; ``epoch`` is only a label and a seed component. Run in
+    the current ``torch.distributed`` group if one is initialised.
     """
     dev = torch.device(device) if device is not None else None
     info = current_dist()

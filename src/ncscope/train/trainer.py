@@ -35,8 +35,6 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from ncscope.attacks import Attack
-from ncscope.data import load_dataset
-from ncscope.models import create_model
 from ncscope.train.checkpoint import (
     CheckpointError,
     checkpoint_path,
@@ -395,10 +393,10 @@ def train(
 ) -> TrainResult:
     """Load the data, build the model and train it as ``config`` says.
 
-    The training set is ``load_dataset(config.dataset, split="train", n_per_class / n_train,
-    seed=config.data_seed)``; the test set (when tracked) is the test split, optionally a
-    stratified ``n_test`` subset. The model is ``create_model(config.model, dataset=<train
-    info>, **config.model_kwargs)`` built after ``torch.manual_seed(config.seed)``. A missing
+    The data come from the ``data`` section (:meth:`ncscope.data.config.DataConfig.load`: the
+    training split with its subset, the test split when tracked); the model from the ``model``
+    section (:meth:`ncscope.models.config.ModelConfig.build` for the training data) after
+    ``torch.manual_seed(config.seed)``. A missing
     data folder raises :class:`ncscope.data.DatasetNotFoundError` saying how to obtain it.
     Under ``torchrun`` the same call trains with DistributedDataParallel.
 
@@ -414,28 +412,13 @@ def train(
     try:
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
-        train_data = load_dataset(
-            cfg.dataset,
-            cfg.data_root,
-            split="train",
-            n_per_class=cfg.n_per_class,
-            n_train=cfg.n_train,
-            seed=cfg.data_seed,
-            **cfg.data_kwargs,
-        )
+        train_data = cfg.data.load("train")
         test_data = None
         if cfg.track_test or cfg.track_test_attack:
-            test_data = load_dataset(
-                cfg.dataset,
-                cfg.data_root,
-                split="test",
-                n_train=cfg.n_test,
-                seed=cfg.data_seed,
-                **cfg.data_kwargs,
-            )
+            test_data = cfg.data.load("test")
         torch.manual_seed(cfg.seed)
         info = getattr(train_data, "info", None)
-        model = create_model(cfg.model, dataset=info or cfg.dataset, **cfg.model_kwargs)
+        model = cfg.model.build(info or cfg.data.dataset)
     finally:
         torch.set_num_threads(prev_threads)
     return Trainer(model, train_data, test_data, cfg, callbacks=callbacks).fit(resume=resume)

@@ -1,0 +1,29 @@
+"""Studies of ``ncscope reproduce``: one module per reproduced paper, registered by name.
+
+* ``su2024`` — Su, Zhang, Tsilivis & Kempe, "On the Robustness of Neural Collapse and the
+  Neural Collapse of Robustness", TMLR 2024 (the default study).
+
+Add a study by writing a module here that calls :func:`register_study` and importing it below.
+"""
+
+from ncscope.experiments.studies.base import (
+    STUDIES,
+    Claim,
+    Study,
+    claims_frame,
+    get_study,
+    register_study,
+)
+from ncscope.experiments.studies.su2024 import STUDY as SU2024
+
+DEFAULT_STUDY = SU2024.name
+
+__all__ = [
+    "DEFAULT_STUDY",
+    "STUDIES",
+    "Claim",
+    "Study",
+    "claims_frame",
+    "get_study",
+    "register_study",
+]

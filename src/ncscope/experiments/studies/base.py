@@ -1,0 +1,108 @@
+"""What a study is: a declared config, runs, tables, figures and claims, registered by name.
+
+A study is one module (or package) under :mod:`ncscope.experiments.studies` that builds a
+:class:`Study` and registers it with :func:`register_study`. ``ncscope reproduce STUDY`` then
+loads its config (the shipped YAML named by ``default_config``, ``--config`` and dotted
+``--set`` overrides), runs it into ``<out>/<study>/``, judges its claims from the tables it
+wrote, and the report renders one section per study. Claims are never written into code:
+each :class:`Claim` carries the rule, the numbers it was judged on, and the verdict computed
+from them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+@dataclass
+class Claim:
+    """One row of a study's claims table."""
+
+    id: str
+    statement: str
+    rule: str
+    numbers: dict[str, float | None] = field(default_factory=dict)
+    holds: bool | None = None
+    note: str = ""
+
+    def verdict(self) -> str:
+        """``holds`` / ``does not hold`` / ``not measured``."""
+        return {True: "holds", False: "does not hold", None: "not measured"}[self.holds]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict (with the verdict string)."""
+        return {**asdict(self), "verdict": self.verdict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Claim:
+        """Inverse of :meth:`to_dict`."""
+        keys = ("id", "statement", "rule", "numbers", "holds", "note")
+        return cls(**{k: data[k] for k in keys if k in data})
+
+
+def claims_frame(claims: list[Claim]) -> pd.DataFrame:
+    """One row per claim: id, statement, rule, numbers (formatted), verdict, note."""
+    def fmt(nums: dict[str, float | None]) -> str:
+        return ", ".join(f"{k}={'n/a' if v is None else f'{v:.4g}'}" for k, v in nums.items())
+
+    return pd.DataFrame([
+        {"id": c.id, "claim": c.statement, "rule": c.rule, "numbers": fmt(c.numbers),
+         "verdict": c.verdict(), "note": c.note} for c in claims
+    ], columns=["id", "claim", "rule", "numbers", "verdict", "note"])
+
+
+@dataclass(frozen=True)
+class Study:
+    """A reproducible study.
+
+    Attributes:
+        name: command-line name (``ncscope reproduce NAME``) and run sub-folder.
+        title / paper: headline and the paper (with venue) it reproduces.
+        config: the dataclass of its settings (sections ``data``, ``model``, ``train``,
+            ``analyze`` where they apply).
+        run: ``run(cfg, folder, progress) -> summary dict``: trains / measures and writes the
+            study's tables into ``folder``.
+        claims: ``claims(folder) -> list[Claim]`` judged from the tables in ``folder``.
+        figures: ``figures(folder) -> [(png path, caption)]`` drawn from the tables.
+        tables: ``tables(folder) -> [(title, DataFrame)]`` shown in the report.
+        default_config: shipped YAML used when no ``--config`` is given (``None``: defaults).
+        quick: overrides of the ``--quick`` profile (a smoke run, not evidence).
+        describe: ``describe(folder) -> str``, a one-paragraph plain-text intro of the run.
+    """
+
+    name: str
+    title: str
+    paper: str
+    config: type
+    run: Callable[..., dict[str, Any]]
+    claims: Callable[[Path], list[Claim]]
+    figures: Callable[[Path], list[tuple[Path, str]]]
+    tables: Callable[[Path], list[tuple[str, pd.DataFrame]]]
+    default_config: str | None = None
+    quick: dict[str, Any] = field(default_factory=dict)
+    describe: Callable[[Path], str] = lambda folder: ""
+
+
+STUDIES: dict[str, Study] = {}
+
+
+def register_study(study: Study, *, replace: bool = False) -> Study:
+    """Make ``study`` available to ``ncscope reproduce`` and the report."""
+    if not study.name.isidentifier():
+        raise ValueError(f"study name must be an identifier; got {study.name!r}")
+    if study.name in STUDIES and not replace:
+        raise ValueError(f"study {study.name!r} is already registered; pass replace=True")
+    STUDIES[study.name] = study
+    return study
+
+
+def get_study(name: str) -> Study:
+    """The registered study ``name`` (an unknown name lists the valid ones)."""
+    if name not in STUDIES:
+        raise ValueError(f"unknown study {name!r}; valid: {', '.join(STUDIES)} (or 'all')")
+    return STUDIES[name]
