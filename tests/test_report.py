@@ -1,6 +1,6 @@
 """Claims T1–T9 and the HTML report, on small synthetic run tables (no training).
 
-The rules are pinned against the issue text (paper-brief §7.2):
+The rules are pinned against the claims of Su et al. 2024:
 
 * T1: ST penultimate clean NC1(last epoch) ≤ 0.1 × NC1(first epoch) and NC4 ≤ 0.01;
 * T2: ST PGD NC1 ≥ 10 × clean NC1 (main ε, own means, last layer);

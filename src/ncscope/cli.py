@@ -21,20 +21,20 @@ from ncscope.config import load_config, resolve_config, shipped_configs
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from ncscope.experiments.reproduce import reproduce
     from ncscope.experiments.studies import claims_frame
+    from ncscope.report import build_report
 
     out = args.out or ("runs/reproduce-quick" if args.quick else "runs/reproduce")
     results = reproduce(args.studies, config=args.config, overrides=args.set, out_dir=out,
                         quick=args.quick, progress=not args.quiet)
+    report = build_report(out)
     for name, summary in results.items():
-        if name == "report":
-            continue
         table = claims_frame(summary["claims"])
         banner = "  [--quick profile: a smoke run, not evidence]" if args.quick else ""
         print(f"\nClaims of {name} (computed from this run):{banner}")
         for row in table.itertuples(index=False):
             print(f"  {row.id}  {row.verdict:14s} {row.claim}\n      {row.numbers}")
         print(f"\n{name}: wall time {summary['timings_s']['total'] / 60:.1f} min")
-    print(f"report: {results['report']}")
+    print(f"report: {report}")
     return 0
 
 

@@ -1,7 +1,7 @@
 """Core data types shared by every ncscope dataset: :class:`DatasetInfo`, the in-memory
 :class:`ImageDataset`, balanced / stratified subsetting and a seeded :func:`make_loader`.
 
-Conventions (paper-brief §3.1): images are float32 pixels in ``[0, 1]`` with shape
+Conventions (Su et al. 2024, experimental setup): images are float32 pixels in ``[0, 1]`` with shape
 ``(N, C, H, W)``; labels are int64 in ``0..C-1``; there is **no augmentation** (the paper keeps
 "exactly the training data" for Neural Collapse, as Papyan et al. 2020 did). Normalisation is
 *not* applied to the data: models own it (:class:`ncscope.models.Normalize`), so attacks work
@@ -210,7 +210,7 @@ def make_loader(
     with the same arguments yield identical batch sequences, epoch after epoch. For an in-memory
     :class:`ImageDataset` batches are gathered with one tensor index per batch (no per-item
     collate), which is much faster for small images. Batch size 128 and ``shuffle=True`` are the
-    paper's training settings (paper-brief §3.1).
+    paper's training settings (Su et al. 2024, experimental setup).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

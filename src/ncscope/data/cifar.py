@@ -4,7 +4,7 @@ Layouts: ``cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}`` and
 ``cifar-100-python/{train, test, meta}``; each batch is a pickled dict with ``b"data"``
 (N x 3072 uint8, channel-major 3x32x32) and ``b"labels"`` (CIFAR-10) or ``b"fine_labels"``
 (CIFAR-100). ``root`` may be the extracted folder itself or its parent.
-Normalisation statistics are the paper's (paper-brief §3.1).
+Normalisation statistics are the paper's (Su et al. 2024, experimental setup).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 1797 images, 10 classes, pixels 0..16 scaled to [0, 1] by ``pixel / 16``; shape ``(N, 1, 8, 8)``.
 Fixed stratified split: ``sklearn.model_selection.train_test_split(test_size=450,
 stratify=y, random_state=0)`` -> **1347 train / 450 test** (the split size of the reference
-CPU experiment, paper-brief §7.1); train class counts 131..137, test 43..46.
+CPU experiment, the su2024 study's digits recipe); train class counts 131..137, test 43..46.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Each study (:mod:`ncscope.experiments.studies`) runs into ``<out>/<study>/`` from its config:
 the shipped YAML it names (``default_config``), or ``--config``, with dotted ``--set``
 overrides (``--set train.epochs=50``). Its claims are judged from the tables it wrote
-(``claims.json`` / ``claims.csv``) and ``<out>/report.html`` gets an index of every claim and
-one section per study.
+(``claims.json`` / ``claims.csv``); :func:`ncscope.report.build_report` then writes
+``<out>/report.html`` with an index of every claim and one section per study.
 """
 
 from __future__ import annotations
@@ -45,13 +45,12 @@ def reproduce(
     quick: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run the chosen studies into ``out_dir``; return ``{study: summary}`` plus ``report``.
+    """Run the chosen studies into ``out_dir``; return ``{study: summary}``.
 
     ``config`` and ``overrides`` apply to every chosen study (give one study when they are
-    study-specific). Every config is loaded and checked before anything runs.
+    study-specific). Every config is loaded and checked before anything runs. The HTML report
+    of the folder is :func:`ncscope.report.build_report` (``ncscope reproduce`` runs both).
     """
-    from ncscope.report.build import build_report
-
     chosen = select_studies(studies)
     configs = {s.name: study_config(s, config, overrides, quick) for s in chosen}
     out = Path(out_dir)
@@ -66,5 +65,4 @@ def reproduce(
         (folder / "study.json").write_text(json.dumps({"study": study.name, "quick": quick}))
         summary["claims"] = claims
         results[study.name] = summary
-    results["report"] = str(build_report(out))
     return results

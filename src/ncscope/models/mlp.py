@@ -1,4 +1,4 @@
-"""BN-MLP: the default model for the embedded digits data set (paper-brief §7.1).
+"""BN-MLP: the default model for the embedded digits data set (the su2024 study's digits recipe).
 
 ``Normalize -> Flatten -> [Linear -> BatchNorm1d -> ReLU] x len(widths) -> Linear``; the default
 ``64 -> 512 -> 512 -> 256 -> 128 -> 10`` is the reference CPU experiment's network.

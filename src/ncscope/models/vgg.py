@@ -1,5 +1,5 @@
 """VGG11-BN in the paper's CIFAR and ImageNette-160 variants (official ``vgg.py`` /
-``vgg_imagenet.py``, paper-brief §3.2).
+``vgg_imagenet.py``, Su et al. 2024, experimental setup).
 
 Structure: ``Normalize -> features -> avgpool -> flatten -> classifier``, where ``features`` is
 a flat ``nn.Sequential`` of cfg A ``[64, M, 128, M, 256, 256, M, 512, 512, M, 512, 512]``
@@ -17,7 +17,7 @@ Initialisation (official code): conv weight ``N(0, sqrt(2 / (9 * n)))`` with ``n
 CIFAR variant and ``n = C_out`` in the ImageNette variant, conv bias 0, BN weight 1 bias 0,
 Linear weight ``N(0, 0.01)`` bias 0.
 
-Taps (paper-brief §1.9, ``VerboseExecution_VGG``): the output of every conv block after its
+Taps (the layer-wise analysis of Su et al. 2024, §7, ``VerboseExecution_VGG``): the output of every conv block after its
 ReLU, or after the max-pool when one follows: CIFAR ``features.{pool1, pool2, relu3, pool3,
 relu5, pool4, relu7, relu8}``; ImageNette the same with ``features.pool5`` last.
 """
