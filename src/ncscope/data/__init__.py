@@ -1,4 +1,5 @@
-"""Data sets for ncscope (Su et al. 2024, experimental setup): pixels in [0, 1], no augmentation, models normalise.
+"""Data sets for ncscope (Su et al. 2024): pixels in [0, 1], no augmentation;
+models normalise.
 
 Built in: ``digits`` (scikit-learn, embedded default, 1347/450 stratified split),
 ``fashion_mnist`` (Debian ``dataset-fashion-mnist`` IDX files), ``mnist`` (IDX),

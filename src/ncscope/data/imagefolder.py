@@ -4,8 +4,8 @@ Layout (torchvision ``ImageFolder`` convention): ``root/train/<class>/*.JPEG`` a
 ``root/val/<class>/*.JPEG``; classes are the sorted sub-folder names, label = index. Each image is
 converted to RGB, centre-cropped to ``crop x crop`` (default 160, the paper's
 ``CenterCrop(160)``; smaller images are zero-padded symmetrically as torchvision does) and
-turned into a float32 tensor in [0, 1] -- no resizing, no augmentation (Su et al. 2024, experimental setup,
-Appendix F). PIL is imported lazily (it comes with matplotlib).
+turned into a float32 tensor in [0, 1] -- no resizing, no augmentation
+(Su et al. 2024, Appendix F). PIL is imported lazily (it comes with matplotlib).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Data-set registry: :data:`DATASETS`, :func:`load_dataset`, :func:`get_dataset_info`.
 
 Every loader returns images as float32 pixels in [0, 1], shape ``(N, C, H, W)``, int64 labels,
-no augmentation (Su et al. 2024, experimental setup); the data set's :class:`DatasetInfo` (with the per-data-set
+no augmentation (Su et al. 2024); the data set's :class:`DatasetInfo` (with the per-data-set
 normalisation statistics that models apply internally) is attached as ``dataset.info``.
 
 Where files live: an explicit ``root`` wins; otherwise ``$NCSCOPE_DATA_DIR/<dataset dir>`` when

@@ -1,4 +1,4 @@
-"""Models for ncscope (Su et al. 2024, experimental setup): BN-MLP, small CNN, VGG11-BN and PreActResNet18 (CIFAR
+"""Models for ncscope (Su et al. 2024): BN-MLP, small CNN, VGG11-BN and PreActResNet18 (CIFAR
 and ImageNette-160 variants), each with a leading :class:`Normalize`, a final ``nn.Linear``
 named ``classifier`` (penultimate features = ``"classifier:in"``) and the paper's layer-wise
 taps in ``tap_layers``. Imports only :mod:`ncscope.data` (normalisation statistics).

@@ -5,7 +5,7 @@ Convention shared with the NC engine (``ncscope.collapse``): a *layer spec* is a
 The penultimate features are ``"classifier:in"`` -- the input of the final ``nn.Linear``.
 
 Every built-in model has a final ``nn.Linear`` called ``classifier`` and a list attribute
-``tap_layers`` with the paper's layer-wise tap names (the layer-wise analysis of Su et al. 2024, §7); a model may name its
+``tap_layers`` with the paper's layer-wise tap names (Su et al. 2024, §7); a model may name its
 classifier differently by setting a ``classifier_name`` attribute (as
 :class:`NormalizedModel` does). :func:`prepare_model` validates and adapts any user model.
 """

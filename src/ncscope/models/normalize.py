@@ -1,6 +1,6 @@
 """Input normalisation as a model layer.
 
-ncscope models own their normalisation (Su et al. 2024, experimental setup: the official code normalises *inside*
+ncscope models own their normalisation (Su et al. 2024: the official code normalises *inside*
 ``forward``): data stay pixels in [0, 1], attacks and ε are in pixel units, and
 :class:`Normalize` is the first module of every built-in model.
 """

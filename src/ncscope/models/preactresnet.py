@@ -1,5 +1,5 @@
 """PreActResNet18 in the paper's CIFAR and ImageNette-160 variants (official
-``preactresnet.py`` = Rice et al.'s, and ``preactresnet_imagenet.py``; Su et al. 2024, experimental setup).
+``preactresnet.py`` = Rice et al.'s, and ``preactresnet_imagenet.py``; Su et al. 2024).
 
 CIFAR: ``normalize -> conv1 (3x3, 64) -> layer1..layer4 -> bn -> relu -> avgpool -> flatten ->
 classifier``; PyTorch default initialisation.
@@ -15,7 +15,7 @@ hooks see un-mutated tensors. ``avgpool`` is ``AdaptiveAvgPool2d(1)`` (= the off
 ``avg_pool2d(4)`` on 32x32 inputs and ``AvgPool2d(5)`` on 160x160 inputs). The official names
 ``linear`` / ``fc`` and ``final_bn`` are ``classifier`` and ``bn`` here.
 
-Taps (the layer-wise analysis of Su et al. 2024, §7, ``VerboseExecution``: every top-level child): CIFAR ``conv1, layer1,
+Taps (Su et al. 2024, §7, ``VerboseExecution``: every top-level child): CIFAR ``conv1, layer1,
 layer2, layer3, layer4, bn`` (``bn`` = pre-ReLU output of the final BN); ImageNette ``maxpool``
 (the stem output) instead of ``conv1``.
 """

@@ -17,7 +17,7 @@ Initialisation (official code): conv weight ``N(0, sqrt(2 / (9 * n)))`` with ``n
 CIFAR variant and ``n = C_out`` in the ImageNette variant, conv bias 0, BN weight 1 bias 0,
 Linear weight ``N(0, 0.01)`` bias 0.
 
-Taps (the layer-wise analysis of Su et al. 2024, §7, ``VerboseExecution_VGG``): the output of every conv block after its
+Taps (Su et al. 2024, §7, ``VerboseExecution_VGG``): the output of every conv block after its
 ReLU, or after the max-pool when one follows: CIFAR ``features.{pool1, pool2, relu3, pool3,
 relu5, pool4, relu7, relu8}``; ImageNette the same with ``features.pool5`` last.
 """

@@ -1,6 +1,6 @@
 """Learning-rate schedules, evaluated at a fractional epoch every iteration.
 
-Following the paper's code (Su et al. 2024, inherited from Rice et al. 2020; Su et al. 2024, experimental setup)
+Following the paper's code (Su et al. 2024, inherited from Rice et al. 2020)
 the learning rate of iteration ``i`` (0-based) of epoch ``e`` (0-based) is
 ``schedule(t)`` with ``t = e + (i + 1) / len(loader)``:
 
