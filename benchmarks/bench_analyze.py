@@ -1,4 +1,4 @@
-"""Overhead of ``ncscope.analyze`` over the work it cannot avoid (issue 5, item 8).
+"""Overhead of ``ncscope.analyze`` over the work it cannot avoid.
 
 One trained model (BN-MLP on digits, plain SGD, seeded, trained inside this script) and one
 attack (PGD-10, l_inf, eps 0.1, alpha 0.025). In the same process, single-threaded:

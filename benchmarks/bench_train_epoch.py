@@ -24,9 +24,9 @@ import torch
 from ncscope.train import TrainConfig, train
 
 SETUPS = {
-    "digits": {"dataset": "digits", "model": "bn_mlp", "lr": 0.05},
-    "fashion_mnist": {"dataset": "fashion_mnist", "model": "small_cnn", "n_train": 5000,
-                      "n_test": 1000, "lr": 0.05},
+    "digits": {"data": {"dataset": "digits"}, "model": {"name": "bn_mlp"}, "lr": 0.05},
+    "fashion_mnist": {"data": {"dataset": "fashion_mnist", "n_train": 5000, "n_test": 1000},
+                      "model": {"name": "small_cnn"}, "lr": 0.05},
 }  # fmt: skip
 
 
@@ -54,7 +54,7 @@ def bench(dataset: str, mode: str, threads: int, epochs: int) -> dict[str, float
         "first_epoch_s": res.timings[0]["train_s"],
         "track_s": res.timings[-1]["track_s"],
         "total_s": total,
-        "n_train": int(res.final("train_clean")["n"]),
+        "n_train": int(res.final("clean")["n_measured"]),  # the full set (no track_subset)
     }
 
 
@@ -74,7 +74,7 @@ def main() -> None:
             for th in args.threads:
                 r = bench(ds, mode, th, args.epochs)
                 print(
-                    f"| {ds} | {SETUPS[ds]['model']} | {r['n_train']} | {mode} | {th} | "
+                    f"| {ds} | {SETUPS[ds]['model']['name']} | {r['n_train']} | {mode} | {th} | "
                     f"{r['epoch_s']:.2f} | {r['first_epoch_s']:.2f} | {r['track_s']:.2f} |",
                     flush=True,
                 )

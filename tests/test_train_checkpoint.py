@@ -26,11 +26,8 @@ from ncscope.train import (
 )
 
 TINY = {
-    "dataset": "digits",
-    "model": "bn_mlp",
-    "model_kwargs": {"widths": [32, 32]},
-    "n_per_class": 20,
-    "n_test": 100,
+    "data": {"dataset": "digits", "n_per_class": 20, "n_test": 100},
+    "model": {"name": "bn_mlp", "kwargs": {"widths": [32, 32]}},
     "epochs": 3,
     "batch_size": 50,
     "lr": 0.05,
@@ -60,6 +57,9 @@ def test_checkpoints_are_pruned_to_the_last_and_the_kept(tmp_path) -> None:
     assert found == [2, 4]
     ckpt = load_checkpoint(tmp_path / "checkpoints" / "epoch_0004.pt")
     assert ckpt["epoch"] == 4 and ckpt["step"] == 16 and ckpt["history"] == res.rows
+    assert sorted({r["epoch"] for r in ckpt["history"]}) == [2, 4]
+    early = load_checkpoint(tmp_path / "checkpoints" / "epoch_0002.pt")
+    assert early["history"] == [r for r in res.rows if r["epoch"] <= 2]
     assert set(ckpt["rng"]) >= {"torch", "numpy", "python"}
     assert TrainConfig.from_dict(ckpt["config"]) == res.config
 
@@ -124,6 +124,17 @@ def test_resume_with_a_different_config_is_refused(finished_run: Path, tmp_path)
     with pytest.raises(CheckpointError, match="different config.*lr"):
         train(cfg, resume=True)
     assert _snapshot(finished_run) == before
+    # a change inside a section (data / model) is a different config too
+    for section, changes in (("data", {"n_per_class": 10}), ("model", {"kwargs": {"widths": [8]}})):
+        cfg = tiny(
+            finished_run,
+            epochs=2,
+            track_test_attack=False,
+            **{section: {**TINY[section], **changes}},
+        )
+        with pytest.raises(CheckpointError, match=f"different config.*{section}"):
+            train(cfg, resume=True)
+        assert _snapshot(finished_run) == before
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
 

@@ -17,6 +17,7 @@ import torch.distributed as dist
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ncscope.collapse import METRICS
 from ncscope.train import DistInfo, epoch_batches
 
 
@@ -87,9 +88,10 @@ _SCRIPT = textwrap.dedent(
         test = load_dataset("synthetic", split="test", **opts)
         torch.manual_seed(0)
         cfg = TrainConfig(
-            dataset="synthetic", model="bn_mlp", mode="at", epochs=3, batch_size=10, lr=0.05,
-            schedule="constant", eps=0.05, steps=3, random_start=False, track_fresh_attack=True,
-            track_layers="all", out_dir=out_dir, threads=1, progress=False,
+            data={"dataset": "synthetic", "kwargs": opts}, model={"name": "bn_mlp"}, mode="at",
+            epochs=3, batch_size=10, lr=0.05, schedule="constant", eps=0.05, steps=3,
+            random_start=False, track_fresh_attack=True, track_layers="all", out_dir=out_dir,
+            threads=1, progress=False,
         )
         return Trainer(PlainMLP(), train, test, cfg).fit()
 
@@ -98,6 +100,10 @@ _SCRIPT = textwrap.dedent(
         run(sys.argv[1])
     '''
 )
+
+
+def _where(row: dict) -> tuple:
+    return tuple(row[k] for k in ("epoch", "layer", "source", "split", "reference", "metric"))
 
 
 def _rows(path: Path) -> list[dict]:
@@ -138,16 +144,36 @@ def test_torchrun_two_processes_match_one_process(tmp_path) -> None:
     rows1, rows2 = _rows(tmp_path / "one" / "history.jsonl"), one.rows
     assert rows1 == rows2
     rows2 = _rows(tmp_path / "two" / "history.jsonl")
-    assert len(rows1) == len(rows2) == 3 * 7 * 2  # epochs x (source, reference) x layers
-    assert one.final("train_clean")["accuracy"] > 0.5  # it learned: the comparison is not void
-    assert {r["source"] for r in rows2} >= {"train_perturbed", "train_pgd", "test_pgd"}
+    # long schema: epochs x (layers x sum over views of their metrics + the 5 epoch logs); own
+    # views (clean, perturbed, fresh pgd) skip the cross-reference metrics, the clean-reference
+    # views (those three on train, clean and pgd on test) carry them all
+    scalar = [m for m in METRICS.values() if not m.per_class]
+    n_own = sum(not m.cross_reference for m in scalar)
+    n_clean = len(scalar)
+    assert n_clean > n_own > 0
+    views = {
+        ("clean", "train", "own"),
+        ("clean", "train", "clean"),
+        ("clean", "test", "clean"),
+        ("perturbed", "train", "own"),
+        ("perturbed", "train", "clean"),
+        ("pgd", "train", "own"),
+        ("pgd", "train", "clean"),
+        ("pgd", "test", "clean"),
+    }
+    assert len(rows1) == len(rows2) == 3 * (2 * (3 * n_own + 5 * n_clean) + 5)
+    assert {(r["source"], r["split"], r["reference"]) for r in rows2} == views | {
+        ("training", "train", None)
+    }
+    assert {r["layer"] for r in rows2} == {"features.relu1", "classifier:in", None}
+    assert one.final("clean")["net_accuracy"] > 0.5  # it learned: the comparison is not void
     for a, b in zip(rows1, rows2, strict=True):
         assert a.keys() == b.keys()
         for k, va in a.items():
             vb = b[k]
             if isinstance(va, float) and isinstance(vb, float):
-                assert vb == pytest.approx(va, rel=1e-5, abs=1e-9), (k, a["source"], a["layer"])
+                assert vb == pytest.approx(va, rel=1e-5, abs=1e-9), (k, _where(a))
             else:
-                assert va == vb, (k, a["source"], a["layer"])
+                assert va == vb, (k, _where(a))
     # only rank 0 wrote results
     assert not any("rank1" in p.name for p in (tmp_path / "two").rglob("*") if p.is_file())

@@ -45,10 +45,8 @@ from ncscope.train.modes import MultiForward, TradesTraining, attack_settings
 from ncscope.train.tracking import PURPOSE_TRAIN_ATTACK, fetch_batch
 
 TINY = {
-    "dataset": "digits",
-    "model": "bn_mlp",
-    "model_kwargs": {"widths": [32, 32]},
-    "n_per_class": 20,
+    "data": {"dataset": "digits", "n_per_class": 20},
+    "model": {"name": "bn_mlp", "kwargs": {"widths": [32, 32]}},
     "epochs": 2,
     "batch_size": 50,
     "lr": 0.05,
@@ -94,10 +92,10 @@ def reference_train(cfg: TrainConfig) -> nn.Module:
     torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        data = load_dataset(cfg.dataset, split="train", n_per_class=cfg.n_per_class,
-                            seed=cfg.data_seed)  # fmt: skip
+        data = load_dataset(cfg.data.dataset, split="train", n_per_class=cfg.data.n_per_class,
+                            seed=cfg.data.seed)  # fmt: skip
         torch.manual_seed(cfg.seed)
-        model = create_model(cfg.model, dataset=data.info, **cfg.model_kwargs)
+        model = create_model(cfg.model.name, dataset=data.info, **cfg.model.kwargs)
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                               weight_decay=cfg.weight_decay)  # fmt: skip
         loss_fn = make_loss(cfg.loss, **cfg.loss_kwargs)
@@ -133,6 +131,12 @@ def reference_train(cfg: TrainConfig) -> nn.Module:
         torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
     model.eval()
     return model
+
+
+def views(history) -> set[tuple[str, str, str]]:
+    """The measured (source, split, reference) views (the epoch-level ``training`` rows aside)."""
+    h = history[history["source"] != "training"]
+    return set(h[["source", "split", "reference"]].itertuples(index=False, name=None))
 
 
 def _assert_same_state(a: nn.Module, b: nn.Module) -> None:
@@ -228,20 +232,29 @@ def test_a_registered_mode_trains_end_to_end_with_tracking(tmp_path) -> None:
     measured, and the run folder round-trips its config."""
     Mart.calls = 0
     with registered("mart", Mart):
-        cfg = tiny(mode="MART", n_test=100, track_test=True, track_test_attack=True,
-                   out_dir=str(tmp_path))  # fmt: skip
+        cfg = tiny(mode="MART", data={**TINY["data"], "n_test": 100}, track_test=True,
+                   track_test_attack=True, out_dir=str(tmp_path))  # fmt: skip
         assert cfg.mode == "mart" and cfg.effective_attack_mode == "eval"
         res = train(cfg)
         assert TrainConfig.from_yaml(tmp_path / "config.yaml") == cfg
     assert Mart.calls == 2 * 4  # epochs x batches
     h = res.history
     assert set(h["epoch"]) == {1, 2}
-    assert set(h["source"]) == {"train_clean", "train_perturbed", "test_clean", "test_pgd"}
-    pert = h[h["source"] == "train_perturbed"]
-    assert (pert["n"] == 200).all()
-    last = res.final("train_clean")
-    for key in ("run_loss", "run_clean_acc", "run_adv_acc", "nc1"):
-        assert math.isfinite(last[key]), key
+    assert views(h) == {
+        ("clean", "train", "own"),
+        ("clean", "train", "clean"),
+        ("perturbed", "train", "own"),
+        ("perturbed", "train", "clean"),
+        ("clean", "test", "clean"),
+        ("pgd", "test", "clean"),
+    }
+    pert = h[(h["source"] == "perturbed") & (h["metric"] == "n_measured")]
+    assert len(pert) == 2 * 2 and (pert["value"] == 200).all()
+    last = res.final("clean")
+    assert last["epoch"] == 2 and math.isfinite(last["nc1"])
+    logs = h[(h["epoch"] == 2) & (h["source"] == "training")].set_index("metric")["value"]
+    for key in ("run_loss", "run_clean_acc", "run_adv_acc"):
+        assert math.isfinite(logs[key]), key
     assert [r["epoch"] for r in res.timings] == [1, 2]
     with pytest.raises(UnknownNameError, match="valid values: st, at, trades"):
         TrainConfig(mode="mart")  # unregistered again
@@ -262,9 +275,10 @@ def test_a_feature_regulariser_mode_sees_differentiable_features() -> None:
         strong = train(tiny(mode="nc_strong"))
     st = train(tiny(mode="st"))
     _assert_same_state(off.model, st.model)
-    assert off.rows == [r for r in st.rows if r["source"] == "train_clean"]  # ST: + train_pgd
-    assert set(strong.history["source"]) == {"train_clean"}
-    assert strong.final("train_clean")["nc1"] < 0.8 * st.final("train_clean")["nc1"]
+    assert off.rows == [r for r in st.rows if r["source"] != "pgd"]  # ST: + fresh PGD
+    assert {r["source"] for r in st.rows} == {"clean", "pgd", "training"}
+    assert views(strong.history) == {("clean", "train", "own"), ("clean", "train", "clean")}
+    assert strong.final("clean")["nc1"] < 0.8 * st.final("clean")["nc1"]
 
 
 def test_registered_loss_is_used_end_to_end() -> None:
@@ -303,7 +317,9 @@ def test_mode_names_aliases_and_errors() -> None:
     with pytest.raises(UnknownNameError, match=r"unknown mode 'madry'; valid values: st, at, tr"):
         tiny(mode="madry")
     with pytest.raises(TypeError, match="mode must be a string"):
-        tiny(mode=3)
+        TrainConfig(mode=3)
+    with pytest.raises(ValueError, match="mode: expected a string"):
+        tiny(mode=3)  # from_dict checks the type first
     with pytest.raises(ValueError, match="already registered"):
         register_mode("at", TradesTraining)
     with pytest.raises(TypeError, match="TrainingMode subclass"):

@@ -29,19 +29,29 @@ def test_bn_mlp_on_digits_reaches_terminal_phase(tmp_path) -> None:
         checkpoint_every=0,
     )
     res = train(cfg)
-    clean = res.final("train_clean")
-    assert clean["epoch"] == 100
-    assert clean["accuracy"] == 1.0  # terminal phase: interpolates the training set
+    clean = res.final("clean")
+    assert clean["epoch"] == 100 and clean["layer"] == "classifier:in"
+    assert clean["net_accuracy"] == 1.0  # terminal phase: interpolates the training set
     assert clean["ncc_accuracy"] == 1.0 and clean["nc4"] < 0.01
     assert clean["nc1_over_k"] < 0.05
-    assert res.final("test_clean")["accuracy"] > 0.97
-    robust = res.final("test_pgd")["accuracy"]
+    assert res.final("clean", "test")["net_accuracy"] > 0.97
+    robust = res.final("pgd", "test")["net_accuracy"]
     assert 0.4 < robust < 0.8
-    pert = res.final("train_pgd")
+    pert = res.final("pgd")  # fresh PGD of the training set, around its own means
+    assert pert["reference"] == "own"
     assert pert["nc1_over_k"] > 20 * clean["nc1_over_k"]
     assert pert["equiangular_means"] > 2 * clean["equiangular_means"]
-    assert res.final("train_pgd", reference="train_clean")["simplex_angle"] > 10.0
+    assert res.final("pgd", reference="clean")["simplex_angle"] > 10.0
     # the early measurement already interpolates, and NC1 keeps decreasing afterwards
-    early = res.history[(res.history["epoch"] == 10) & (res.history["source"] == "train_clean")]
-    assert early["nc1"].iloc[-1] > clean["nc1"]
+    h = res.history
+    early = h[
+        (h["epoch"] == 10)
+        & (h["source"] == "clean")
+        & (h["split"] == "train")
+        & (h["reference"] == "own")
+        & (h["layer"] == "classifier:in")
+    ]
+    early = dict(zip(early["metric"], early["value"], strict=True))
+    assert early["net_accuracy"] == 1.0
+    assert early["nc1"] > clean["nc1"]
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["epoch_0100.pt"]

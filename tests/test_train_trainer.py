@@ -1,7 +1,9 @@
 """Trainer: modes, BN protocol, determinism, outputs, tracking against in-memory oracles.
 
 Everything runs on tiny digits subsets (200 images, a 2-hidden-layer BN-MLP of width 32, PGD
-with 2-3 steps), so each test takes about a second on one CPU thread.
+with 2-3 steps), so each test takes about a second on one CPU thread. The history follows the
+declared long schema (:mod:`ncscope.collapse.schema`): one row per epoch x layer x source x
+view (split, reference, group) x metric.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import pytest
 import torch
 from torch import nn
 
+from ncscope.cli import main
 from ncscope.collapse import FeatureTaps, nc_metrics
 from ncscope.data import load_dataset
 from ncscope.models import create_model
 from ncscope.train import (
     Callback,
+    CheckpointError,
     TensorSpool,
     Tracker,
     TrainConfig,
@@ -27,14 +31,12 @@ from ncscope.train import (
     track,
     train,
 )
-from ncscope.train.tracking import PURPOSE_FRESH_ATTACK
+from ncscope.train.history import COLUMNS
+from ncscope.train.tracking import PURPOSE_FRESH_ATTACK, labels_of
 
 TINY = {
-    "dataset": "digits",
-    "model": "bn_mlp",
-    "model_kwargs": {"widths": [32, 32]},
-    "n_per_class": 20,
-    "n_test": 100,
+    "data": {"dataset": "digits", "n_per_class": 20, "n_test": 100},
+    "model": {"name": "bn_mlp", "kwargs": {"widths": [32, 32]}},
     "epochs": 2,
     "batch_size": 50,
     "lr": 0.05,
@@ -47,6 +49,50 @@ TINY = {
 
 def tiny(**changes) -> TrainConfig:
     return TrainConfig.from_dict({**TINY, **changes})
+
+
+def by_view(rows, layer: str = "classifier:in") -> dict[tuple[str, str, str], dict[str, float]]:
+    """``{(source, split, reference): {metric: value}}`` of one layer's aggregate rows."""
+    out: dict[tuple[str, str, str], dict[str, float]] = {}
+    for r in rows:
+        if r["layer"] == layer and r["class"] is None:
+            assert r["group"] == "label"  # every tracker view groups by the true label
+            out.setdefault((r["source"], r["split"], r["reference"]), {})[r["metric"]] = r["value"]
+    return out
+
+
+def views(history: pd.DataFrame) -> set[tuple[str, str, str]]:
+    """The measured (source, split, reference) views (the epoch-level ``training`` rows aside)."""
+    h = history[history["source"] != "training"]
+    return set(h[["source", "split", "reference"]].itertuples(index=False, name=None))
+
+
+def metric(
+    history: pd.DataFrame,
+    epoch: int,
+    name: str,
+    source: str = "clean",
+    split: str = "train",
+    reference: str = "own",
+) -> pd.Series:
+    """Values of one metric of one view at ``epoch`` (one per layer, in depth order)."""
+    h = history
+    sel = h[
+        (h["epoch"] == epoch)
+        & (h["source"] == source)
+        & (h["split"] == split)
+        & (h["reference"] == reference)
+        & (h["metric"] == name)
+        & h["class"].isna()
+    ]
+    return sel.sort_values("depth")["value"].reset_index(drop=True)
+
+
+def training_logs(history: pd.DataFrame, epoch: int) -> dict[str, float]:
+    """The epoch-level logs (rows of source ``training``) of ``epoch``."""
+    h = history[(history["epoch"] == epoch) & (history["source"] == "training")]
+    assert h["layer"].isna().all() and h["reference"].isna().all()
+    return dict(zip(h["metric"], h["value"], strict=True))
 
 
 def _state_equal(a: nn.Module, b: nn.Module) -> bool:
@@ -70,19 +116,50 @@ def test_each_mode_trains_and_writes_the_run_folder(mode: str, tmp_path) -> None
     assert rows == res.rows
     csv = pd.read_csv(run / "history.csv")
     assert len(csv) == len(rows) == len(res.history)
-    sources = set(res.history["source"])
-    expected = {"train_clean", "test_clean", "test_pgd"}
-    expected |= {"train_pgd"} if mode == "st" else {"train_perturbed"}
-    assert sources == expected
-    assert set(res.history["epoch"]) == {1, 2}
-    assert list(res.history["layer"].unique()) == ["features.block1", "classifier:in"]
-    pert = res.history[res.history["source"].isin(["train_perturbed", "train_pgd"])]
-    assert (pert["n"] == 200).all()  # every training example exactly once
-    assert set(pert["reference"]) == {pert["source"].iloc[0], "train_clean"}
-    last = res.final("train_clean")
-    assert last["epoch"] == 2 and 0.0 <= last["accuracy"] <= 1.0 and last["nc1"] > 0
-    assert res.final("test_pgd")["reference"] == "train_clean"
-    assert list(res.summary()["epoch"]) == [1, 2]
+    assert list(csv.columns) == list(res.history.columns) == list(COLUMNS)
+    h = res.history
+    attacked = "pgd" if mode == "st" else "perturbed"  # ST: fresh PGD; AT/TRADES: the epoch's
+    expected = {
+        ("clean", "train", "own"),
+        ("clean", "train", "clean"),
+        ("clean", "test", "clean"),
+        (attacked, "train", "own"),
+        (attacked, "train", "clean"),
+        ("pgd", "test", "clean"),
+    }
+    assert views(h) == expected
+    assert set(h["source"]) == {"clean", "pgd", "perturbed", "training"} - (
+        {"perturbed"} if mode == "st" else set()
+    )
+    assert set(h.loc[h["source"] != "training", "group"]) == {"label"}
+    assert set(h["epoch"]) == {1, 2}
+    assert list(h["layer"].dropna().unique()) == ["features.block1", "classifier:in"]
+    pert = h[(h["source"] == attacked) & (h["split"] == "train")]
+    n = pert[pert["metric"] == "n_measured"]
+    assert len(n) == 2 * 2 * 2 and (n["value"] == 200).all()  # every example exactly once
+    assert set(pert["reference"]) == {"own", "clean"}
+    for epoch in (1, 2):
+        logs = training_logs(h, epoch)
+        assert set(logs) == {"step", "lr", "run_loss", "run_clean_acc", "run_adv_acc"}
+        assert logs["step"] == 4 * epoch
+    last = res.final("clean")
+    assert last["epoch"] == 2 and last["layer"] == "classifier:in"
+    assert 0.0 <= last["net_accuracy"] <= 1.0 and last["nc1"] > 0
+    assert (last["split"], last["reference"]) == ("train", "own")
+    assert res.final("pgd", "test")["reference"] == "clean"
+    assert res.final("pgd", "test")["n_measured"] == 100
+    summary = res.summary()
+    assert list(summary["epoch"]) == [1, 2]
+    assert set(summary.columns) == {
+        "epoch",
+        "clean_train_acc",
+        "clean_test_acc",
+        "pgd_test_acc",
+        f"{attacked}_train_acc",
+    }
+    assert list(summary["clean_train_acc"]) == list(metric(h, 1, "net_accuracy")[1:]) + list(
+        metric(h, 2, "net_accuracy")[1:]
+    )
     state = torch.load(run / "model.pt", weights_only=True)
     assert all(torch.equal(state[k], v) for k, v in res.model.state_dict().items())
 
@@ -162,7 +239,9 @@ def test_callbacks_lr_per_iteration_and_threads() -> None:
     assert [lr for _, _, lr, _ in rec.batches] == expected
     assert rec.epochs == [1, 2, 3, 4]
     assert sorted(set(res.history["epoch"])) == [2, 4]  # listed epochs + the last one
-    assert res.history["step"].max() == 16
+    assert training_logs(res.history, 2)["step"] == 8
+    assert training_logs(res.history, 4)["step"] == 16
+    assert training_logs(res.history, 4)["lr"] == expected[-1]
 
 
 def test_progress_bars_are_silent_without_a_terminal(capsys) -> None:
@@ -205,21 +284,36 @@ def test_streamed_perturbed_nc_equals_the_in_memory_oracle(tmp_path) -> None:
     w, b = head.weight.detach(), head.bias.detach()
     h_clean, _ = _features(model, x, "classifier:in")
     h_pert, logits_pert = _features(model, x_pert, "classifier:in")
-    by = {(r["source"], r["reference"]): r for r in rows}
-    _close(by["train_clean", "train_clean"], nc_metrics(h_clean, y, w, b))
-    _close(by["train_perturbed", "train_perturbed"], nc_metrics(h_pert, y, w, b))
+    by = by_view(rows)
+    assert set(by) == {
+        ("clean", "train", "own"),
+        ("clean", "train", "clean"),
+        ("perturbed", "train", "own"),
+        ("perturbed", "train", "clean"),
+        ("pgd", "train", "own"),
+        ("pgd", "train", "clean"),
+    }
+    clean_ref = nc_metrics(h_clean, y, w, b)
+    _close(by["clean", "train", "own"], clean_ref)
+    _close(by["clean", "train", "clean"], clean_ref)  # the clean data around its own means
+    _close(by["perturbed", "train", "own"], nc_metrics(h_pert, y, w, b))
     around = nc_metrics(h_pert, y, w, b, ref_features=h_clean, ref_labels=y)
-    _close(by["train_perturbed", "train_clean"], {**around}, keys=("nc1", "ncc_accuracy", "nc4"))
-    assert by["train_perturbed", "train_clean"]["simplex_angle"] == pytest.approx(
+    _close(by["perturbed", "train", "clean"], {**around}, keys=("nc1", "ncc_accuracy", "nc4"))
+    assert by["perturbed", "train", "clean"]["simplex_angle"] == pytest.approx(
         around["simplex_angle"], rel=1e-9
     )
+    # own-means views carry no simplex similarity (identically 0 there)
+    assert "simplex_angle" not in by["perturbed", "train", "own"]
     acc = (logits_pert.argmax(1) == y).double().mean().item()
-    assert by["train_perturbed", "train_perturbed"]["accuracy"] == pytest.approx(acc)
+    assert by["perturbed", "train", "own"]["net_accuracy"] == pytest.approx(acc)
+    assert by["perturbed", "train", "own"]["n_measured"] == 200
     # fresh eval-mode PGD: spooled on disk, equal to regenerating it in memory
     attack = tracker._attack(3, PURPOSE_FRESH_ATTACK)
     x_adv = torch.cat([attack(x[i : i + 7], y[i : i + 7]) for i in range(0, 200, 7)])
     h_adv, _ = _features(model, x_adv, "classifier:in")
-    _close(by["train_pgd", "train_pgd"], nc_metrics(h_adv, y, w, b))
+    _close(by["pgd", "train", "own"], nc_metrics(h_adv, y, w, b))
+    around = nc_metrics(h_adv, y, w, b, ref_features=h_clean, ref_labels=y)
+    _close(by["pgd", "train", "clean"], around, keys=("nc1", "ncc_accuracy", "nc4"))
     assert list(tmp_path.iterdir()) == []  # spools removed
 
 
@@ -240,10 +334,18 @@ def test_track_function_and_user_model() -> None:
     net = Net()
     res = Trainer(net, data, test, tiny(epochs=1, track_layers="all")).fit()
     # "all" = fallback taps (top-level children); "body" outputs the penultimate itself
-    assert set(res.history["layer"]) == {"head:in"}
+    assert set(res.history["layer"].dropna()) == {"head:in"}
     rows = track(net, data, test, tiny(track_layers="penultimate"), epoch=7)
-    assert {r["source"] for r in rows} == {"train_clean", "train_pgd", "test_clean", "test_pgd"}
+    assert {(r["source"], r["split"]) for r in rows} == {
+        ("clean", "train"),
+        ("pgd", "train"),
+        ("clean", "test"),
+        ("pgd", "test"),
+    }
     assert {r["epoch"] for r in rows} == {7} and {r["layer"] for r in rows} == {"head:in"}
+    by = by_view(rows, "head:in")
+    assert by["clean", "train", "own"]["n_measured"] == 100
+    assert by["pgd", "test", "clean"]["n_measured"] == 50
 
 
 def test_model_without_classifier_fails_before_training() -> None:
@@ -275,41 +377,100 @@ def test_existing_run_folder_is_protected(tmp_path) -> None:
         train(cfg, resume=True)
 
 
-def test_command_line_entry_point(tmp_path, capsys) -> None:
-    from ncscope.train.__main__ import main
+def _train_cli(cfg_file, *sets: str) -> int:
+    return main(["train", "--config", str(cfg_file), *(a for kv in sets for a in ("--set", kv))])
 
+
+def test_command_line_entry_point(tmp_path, capsys) -> None:
+    """``ncscope train --config FILE --set key=value`` (dotted keys for the sections)."""
     cfg_file = tmp_path / "cfg.yaml"
     cfg_file.write_text(tiny(out_dir=str(tmp_path / "run")).to_yaml())
-    assert main([str(cfg_file), "epochs=1", "mode=at", "track_test_attack=false"]) == 0
-    assert "train_clean_acc" in capsys.readouterr().out
+    sets = (
+        "epochs=1",
+        "mode=at",
+        "track_test_attack=false",
+        "data.n_per_class=10",
+        "model.kwargs.widths=[16]",
+    )
+    assert _train_cli(cfg_file, *sets) == 0
+    out = capsys.readouterr().out
+    assert "clean_train_acc" in out and "perturbed_train_acc" in out
     saved = TrainConfig.from_yaml(tmp_path / "run" / "config.yaml")
     assert (saved.epochs, saved.mode) == (1, "at")
-    assert main([str(cfg_file), "epochs=1"]) == 2  # folder holds results: refused
-    assert "resume=True" in capsys.readouterr().err
-    assert main([str(cfg_file), "mode=madry"]) == 2
+    assert (saved.data.n_per_class, saved.data.n_test, saved.model.kwargs) == (
+        10,
+        100,
+        {"widths": [16]},
+    )
+    h = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert (h.loc[(h["source"] == "clean") & (h["metric"] == "n_measured"), "value"] == 100).all()
+    assert _train_cli(cfg_file, "mode=madry") == 2
     assert "valid values: st, at, trades" in capsys.readouterr().err
+    assert _train_cli(cfg_file, "data.n_per_class=0") == 2
+    assert "data.n_per_class must be a positive integer" in capsys.readouterr().err
+    assert _train_cli(cfg_file, "model.name=resnet9000") == 2
+    assert "valid names: bn_mlp" in capsys.readouterr().err
+    assert _train_cli(cfg_file, "dataset=digits") == 2  # the old flat keys are gone
+    err = capsys.readouterr().err
+    assert "unknown config key(s) dataset" in err and "data" in err and "\n" not in err.strip()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=FileExistsError,
+    reason="src bug: ncscope.cli.main does not turn the trainer's FileExistsError (run folder "
+    "holds results) into a one-line error with exit status 2, as `python -m ncscope.train` did",
+)
+def test_command_line_refuses_a_folder_with_results(tmp_path, capsys) -> None:
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(tiny(out_dir=str(tmp_path / "run"), epochs=1).to_yaml())
+    assert _train_cli(cfg_file, "track_test_attack=false") == 0
+    before = (tmp_path / "run" / "history.jsonl").read_bytes()
+    capsys.readouterr()
+    assert _train_cli(cfg_file, "track_test_attack=false") == 2  # folder holds results: refused
+    assert "resume" in capsys.readouterr().err
+    assert (tmp_path / "run" / "history.jsonl").read_bytes() == before
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=CheckpointError,
+    reason="src bug: ncscope.cli.main does not turn a CheckpointError (a RuntimeError, e.g. "
+    "--resume with a different config) into a one-line error with exit status 2",
+)
+def test_command_line_resume_with_another_config_is_a_one_line_error(tmp_path, capsys) -> None:
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(tiny(out_dir=str(tmp_path / "run"), epochs=1).to_yaml())
+    assert _train_cli(cfg_file, "track_test_attack=false") == 0
+    capsys.readouterr()
+    args = ["train", "--config", str(cfg_file), "--set", "track_test_attack=false", "--resume"]
+    assert main([*args, "--set", "lr=0.07"]) == 2
+    assert "different config" in capsys.readouterr().err
 
 
 def test_track_init_measures_epoch_zero_without_changing_training() -> None:
     from ncscope.train import TrainConfig, train
 
     base = dict(
-        dataset="digits",
-        n_per_class=10,
+        data={"dataset": "digits", "n_per_class": 10},
+        model={"kwargs": {"widths": [16]}},  # name: the data set's default (bn_mlp)
         mode="at",
         epochs=2,
         eps=0.1,
         steps=2,
         progress=False,
-        model_kwargs={"widths": [16]},
         track_test=False,
     )
     with_init = train(TrainConfig(**base, track_init=True))
     without = train(TrainConfig(**base))
+    assert with_init.config.model.name == "bn_mlp"
     h = with_init.history
     first = set(h[h.epoch == 0].source)
-    assert h.epoch.iloc[0] == 0 and "train_clean" in first and "train_perturbed" not in first
-    assert h[h.epoch == 0].nc1.iloc[0] > h[h.epoch == 2].nc1.iloc[0]
+    # no training-time perturbations and no epoch logs exist before the first epoch
+    assert h.epoch.iloc[0] == 0 and "clean" in first
+    assert "perturbed" not in first and "training" not in first
+    assert metric(h, 0, "nc1")[0] > metric(h, 2, "nc1")[0]
+    assert [r for r in with_init.rows if r["epoch"] > 0] == without.rows
     for (k, a), b in zip(
         with_init.model.state_dict().items(), without.model.state_dict().values(), strict=True
     ):
@@ -325,13 +486,12 @@ def test_fast_attacks_only_for_eval_mode_attacks() -> None:
     from ncscope.train.trainer import Trainer
 
     base = dict(
-        dataset="digits",
-        n_per_class=10,
+        data={"dataset": "digits", "n_per_class": 10},
+        model={"name": "bn_mlp", "kwargs": {"widths": [16]}},
         epochs=1,
         eps=0.1,
         steps=2,
         progress=False,
-        model_kwargs={"widths": [16]},
         track_test=False,
         fast_attacks=True,
     )
@@ -347,6 +507,91 @@ def test_fast_attacks_only_for_eval_mode_attacks() -> None:
     fast = train(TrainConfig(mode="trades", **base)).history
     exact = train(TrainConfig(mode="trades", **{**base, "fast_attacks": False})).history
     assert list(fast.columns) == list(exact.columns) and len(fast) == len(exact)
-    assert abs(fast["nc1"].to_numpy() - exact["nc1"].to_numpy()).max() <= 0.05 * (
-        1 + abs(exact["nc1"].to_numpy()).max()
+    keys = ["epoch", "layer", "source", "split", "reference", "group", "metric"]
+    assert fast[keys].equals(exact[keys])
+    nc1_fast = fast.loc[fast["metric"] == "nc1", "value"].to_numpy()
+    nc1_exact = exact.loc[exact["metric"] == "nc1", "value"].to_numpy()
+    assert len(nc1_exact) == len(views(exact)) >= 5  # one layer: one nc1 per view
+    assert {("perturbed", "train", "own"), ("pgd", "test", "clean")} <= views(exact)
+    assert abs(nc1_fast - nc1_exact).max() <= 0.05 * (1 + abs(nc1_exact).max())
+
+
+def test_track_subset_measures_k_per_class_on_train_and_test() -> None:
+    """``track_subset=k``: the clean passes and the fresh attacks of the training and test sets
+    measure a stratified subset of exactly k samples per class (the same every epoch); the
+    training-time perturbations are measured in full. ``None`` (or k above the class sizes)
+    measures the full sets."""
+    k, classes = 3, 10
+    data = load_dataset("digits", n_per_class=20)
+    test = load_dataset("digits", split="test", n_train=100)
+    cfg = tiny(mode="at", track_subset=k, track_fresh_attack=True, track_layers="all")
+    torch.manual_seed(0)
+    model = create_model("bn_mlp", dataset="digits", widths=[32, 32])
+    trainer = Trainer(model, data, test, cfg)
+    res = trainer.fit()
+    tracker = trainer.tracker
+    for dataset, index in ((data, tracker.train_index), (test, tracker.test_index)):
+        assert len(set(index)) == len(index) == k * classes
+        counts = torch.bincount(labels_of(dataset)[index], minlength=classes)
+        assert counts.tolist() == [k] * classes
+    for epoch in (1, 2):
+        for layer in ("features.block1", "classifier:in"):
+            by = by_view([r for r in res.rows if r["epoch"] == epoch], layer)
+            expected = {  # view: (n_measured, n_reference)
+                ("clean", "train", "own"): (k * classes, k * classes),
+                ("clean", "train", "clean"): (k * classes, k * classes),
+                ("pgd", "train", "own"): (k * classes, k * classes),
+                ("pgd", "train", "clean"): (k * classes, k * classes),
+                ("perturbed", "train", "own"): (200, 200),  # always in full
+                ("perturbed", "train", "clean"): (200, k * classes),
+                ("clean", "test", "clean"): (k * classes, k * classes),
+                ("pgd", "test", "clean"): (k * classes, k * classes),
+            }
+            assert {v: (m["n_measured"], m["n_reference"]) for v, m in by.items()} == expected
+    # exactly those samples were measured: accuracy and NC1 recomputed on the subset
+    x, y = data.tensors
+    xs, ys = x[tracker.train_index], y[tracker.train_index]
+    h_sub, logits = _features(res.model, xs, "classifier:in")
+    w, b = res.model.classifier.weight.detach(), res.model.classifier.bias.detach()
+    last = res.final("clean")
+    assert last["net_accuracy"] == pytest.approx((logits.argmax(1) == ys).double().mean().item())
+    _close(last, nc_metrics(h_sub, ys, w, b))
+    xt, yt = test.tensors
+    _, logits_t = _features(res.model, xt[tracker.test_index], "classifier:in")
+    acc_t = (logits_t.argmax(1) == yt[tracker.test_index]).double().mean().item()
+    assert res.final("clean", "test")["net_accuracy"] == pytest.approx(acc_t)
+    # None, or more per class than there are: the full sets
+    for subset in (None, 50):
+        rows = track(res.model, data, test, cfg.replace(track_subset=subset), epoch=2)
+        by = by_view(rows)
+        assert set(by) == {
+            ("clean", "train", "own"),
+            ("clean", "train", "clean"),
+            ("pgd", "train", "own"),
+            ("pgd", "train", "clean"),
+            ("clean", "test", "clean"),
+            ("pgd", "test", "clean"),
+        }
+        for (_source, split, _ref), m in by.items():
+            assert m["n_measured"] == (200 if split == "train" else 100)
+            assert m["n_reference"] == 200
+    full = by_view(track(res.model, data, test, cfg.replace(track_subset=None), epoch=2))
+    h_all, logits_all = _features(res.model, x, "classifier:in")
+    assert full["clean", "train", "own"]["net_accuracy"] == pytest.approx(
+        (logits_all.argmax(1) == y).double().mean().item()
     )
+    _close(full["clean", "train", "own"], nc_metrics(h_all, y, w, b))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="src bug: with track_test=False and track_test_attack=True the sweep still measures "
+    "the clean test view (sweep() puts the clean source on the test split whatever its splits)",
+)
+def test_track_test_false_measures_no_clean_test_view() -> None:
+    data = load_dataset("digits", n_per_class=5)
+    test = load_dataset("digits", split="test", n_train=50)
+    torch.manual_seed(0)
+    model = create_model("bn_mlp", dataset="digits", widths=[16])
+    rows = track(model, data, test, tiny(track_test=False, track_test_attack=True))
+    assert {(r["source"], r["split"]) for r in rows if r["split"] == "test"} == {("pgd", "test")}
