@@ -215,7 +215,7 @@ def test_preactresnet_initialisation():
 
 def test_parameter_counts_match_paper():
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    assert count(create_model("vgg11_bn")) == 9_231_114  # ~9.2 M (Su et al. 2024, experimental setup)
+    assert count(create_model("vgg11_bn")) == 9_231_114  # ~9.2 M (Su et al. 2024)
     assert count(create_model("preactresnet18")) == 11_172_170  # ~11.2 M
 
 

@@ -55,19 +55,7 @@ def test_unknown_names_list_the_valid_ones(field: str, value: str, listed: str) 
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        pytest.param(
-            f,
-            v,
-            marks=[
-                pytest.mark.xfail(
-                    strict=True,
-                    reason="src bug: ModelConfig raises a plain ValueError for an unknown model "
-                    "name, not UnknownNameError like every other registry name",
-                )
-            ]
-            if f == "model.name"
-            else [],
-        )
+        (f, v)
         for f, v, _ in UNKNOWN_NAMES
     ],
 )

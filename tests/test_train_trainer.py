@@ -21,7 +21,6 @@ from ncscope.data import load_dataset
 from ncscope.models import create_model
 from ncscope.train import (
     Callback,
-    CheckpointError,
     TensorSpool,
     Tracker,
     TrainConfig,
@@ -415,12 +414,6 @@ def test_command_line_entry_point(tmp_path, capsys) -> None:
     assert "unknown config key(s) dataset" in err and "data" in err and "\n" not in err.strip()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=FileExistsError,
-    reason="src bug: ncscope.cli.main does not turn the trainer's FileExistsError (run folder "
-    "holds results) into a one-line error with exit status 2, as `python -m ncscope.train` did",
-)
 def test_command_line_refuses_a_folder_with_results(tmp_path, capsys) -> None:
     cfg_file = tmp_path / "cfg.yaml"
     cfg_file.write_text(tiny(out_dir=str(tmp_path / "run"), epochs=1).to_yaml())
@@ -432,12 +425,6 @@ def test_command_line_refuses_a_folder_with_results(tmp_path, capsys) -> None:
     assert (tmp_path / "run" / "history.jsonl").read_bytes() == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=CheckpointError,
-    reason="src bug: ncscope.cli.main does not turn a CheckpointError (a RuntimeError, e.g. "
-    "--resume with a different config) into a one-line error with exit status 2",
-)
 def test_command_line_resume_with_another_config_is_a_one_line_error(tmp_path, capsys) -> None:
     cfg_file = tmp_path / "cfg.yaml"
     cfg_file.write_text(tiny(out_dir=str(tmp_path / "run"), epochs=1).to_yaml())
@@ -583,11 +570,6 @@ def test_track_subset_measures_k_per_class_on_train_and_test() -> None:
     _close(full["clean", "train", "own"], nc_metrics(h_all, y, w, b))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: with track_test=False and track_test_attack=True the sweep still measures "
-    "the clean test view (sweep() puts the clean source on the test split whatever its splits)",
-)
 def test_track_test_false_measures_no_clean_test_view() -> None:
     data = load_dataset("digits", n_per_class=5)
     test = load_dataset("digits", split="test", n_train=50)

@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ValueError, KeyError, FileNotFoundError, TypeError) as exc:
+    except (ValueError, KeyError, OSError, TypeError, RuntimeError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"ncscope: error: {msg}", file=sys.stderr)
         return 2

@@ -320,8 +320,8 @@ def sweep(
 
             # Test split around the clean training means.
             if test_batches is not None:
-                tested = [s for s in srcs if s.clean or (s.perturb is not None
-                                                         and "test" in s.splits)]
+                tested = [s for s in srcs if "test" in s.splits and (s.clean or s.perturb
+                                                                      is not None)]
                 test_views = [view(s.name, "test", "clean", "label", clean_refs) for s in tested]
                 for x, y in tqdm(on_device(test_batches()), desc="sweep: test",
                                  disable=not progress, leave=False):

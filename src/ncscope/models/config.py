@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from ncscope.data import DatasetInfo, get_dataset_info
+from ncscope.data import DatasetInfo, UnknownNameError, get_dataset_info
 from ncscope.models.registry import MODELS, _canonical, available_models, create_model
 
 
@@ -31,7 +31,7 @@ class ModelConfig:
         if self.name is not None:
             key = _canonical(str(self.name))
             if key not in MODELS:
-                raise ValueError(f"unknown model {self.name!r} (model.name); valid names: "
+                raise UnknownNameError(f"unknown model {self.name!r} (model.name); valid names: "
                                  f"{', '.join(available_models())}")
             self.name = key
 
