@@ -1,16 +1,22 @@
 """ncscope: Neural Collapse under adversarial attack and adversarial training.
 
-Layers, bottom to top: ``data``, ``models``, ``collapse`` (layer taps + NC statistics),
-``attacks``, ``train``, ``experiments``, ``report``, ``cli``. Lower layers never import
+Layers, bottom to top: ``data``, ``models``, ``collapse`` (layer taps, the NC engine, the metric
+registry and the one measurement sweep), ``attacks``, ``train``, ``experiments`` (``analyze``
+and the studies of ``ncscope reproduce``), ``report``, ``cli``. Lower layers never import
 higher ones.
 """
 
 from ncscope.collapse import (
+    METRICS,
     FeatureTaps,
     NCStats,
+    Source,
     list_layers,
     nc_metrics,
+    register_metric,
     simplex_similarity,
+    sweep,
+    wide,
 )
 
 __version__ = "0.1.0"
@@ -25,11 +31,16 @@ def __getattr__(name: str):  # lazy: the engine does not pull in attacks/experim
 
 
 __all__ = [
+    "METRICS",
     "FeatureTaps",
     "NCStats",
+    "Source",
     "__version__",
     "analyze",
     "list_layers",
     "nc_metrics",
+    "register_metric",
     "simplex_similarity",
+    "sweep",
+    "wide",
 ]
