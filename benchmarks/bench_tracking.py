@@ -65,7 +65,7 @@ def main() -> None:
 
     results = {}
     for subset in [None, *args.subsets]:
-        for fast in (False, True):
+        for fast in (False,) if subset is None else (False, True):
             tcfg = TrainConfig(epochs=args.epochs, track_subset=subset, fast_attacks=fast,
                                **base)
             tracker = Tracker(trainer.model, train_set, test_set, tcfg)

@@ -110,7 +110,7 @@ def test_each_mode_trains_and_writes_the_run_folder(mode: str, tmp_path) -> None
     assert TrainConfig.from_yaml(run / "config.yaml") == cfg
     # only the final checkpoint is kept (checkpoint_every=1, no keep_epochs)
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["epoch_0002.pt"]
-    assert not any((run / ".spool").iterdir())  # scratch files are deleted
+    assert not (run / ".spool").exists()  # scratch files and their folder are deleted
     rows = read_jsonl(run / "history.jsonl")
     assert rows == res.rows
     csv = pd.read_csv(run / "history.csv")

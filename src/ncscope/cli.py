@@ -40,13 +40,17 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------ train
 def _cmd_train(args: argparse.Namespace) -> int:
+    import os
+
     from ncscope.train import TrainConfig, train
 
-    cfg = load_config(TrainConfig, resolve_config(args.config), args.set)
+    quiet = ["progress=false"] if args.quiet else []
+    cfg = load_config(TrainConfig, resolve_config(args.config), [*args.set, *quiet])
     result = train(cfg, resume=args.resume)
-    print(f"run folder: {result.run_dir}")
-    if not result.history.empty:
-        print(result.summary().tail(1).to_string(index=False))
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun: rank 0 reports
+        print(f"run folder: {result.run_dir}")
+        if not result.history.empty:
+            print(result.summary().tail(1).to_string(index=False))
     return 0
 
 
@@ -104,7 +108,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file or shipped config name (see `ncscope configs`)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, dotted for sections: train.epochs=5 "
+                   help="override a config key; dotted for sections (data.n_train=500) "
                         "(repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 

@@ -46,7 +46,8 @@ class Metric:
             the simplex similarity of measured vs reference means, identically zero around
             a source's own means); tables skip it in own-means views.
         per_class: the function returns one value per class (rows with a ``class`` column).
-        bookkeeping: counts and sizes rather than a statistic (kept in every view).
+        bookkeeping: counts and sizes rather than a statistic (metadata for tables and the
+            manual; computed like any metric).
     """
 
     name: str

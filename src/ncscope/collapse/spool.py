@@ -23,6 +23,9 @@ from torch import Tensor
 
 __all__ = ["TensorSpool"]
 
+# Spool folders this process created: no empty scratch folder is left behind.
+_CREATED: set[Path] = set()
+
 _DTYPES = {
     torch.float32: np.float32,
     torch.float64: np.float64,
@@ -51,7 +54,10 @@ class TensorSpool:
 
     def __init__(self, directory: str | os.PathLike[str] | None, prefix: str = "spool") -> None:
         base = Path(directory) if directory is not None else Path(tempfile.gettempdir())
-        base.mkdir(parents=True, exist_ok=True)
+        if not base.exists():
+            base.mkdir(parents=True)
+            _CREATED.add(base)  # removed again by the last spool's delete() when empty
+        self.directory = base
         fd, name = tempfile.mkstemp(prefix=f"{prefix}-", suffix=".x", dir=base)
         os.close(fd)
         self.x_path = Path(name)
@@ -141,6 +147,9 @@ class TensorSpool:
         self.close()
         for p in (self.x_path, self.y_path, self.t_path):
             p.unlink(missing_ok=True)
+        if self.directory in _CREATED and not any(self.directory.iterdir()):
+            self.directory.rmdir()
+            _CREATED.discard(self.directory)
 
     def __enter__(self) -> TensorSpool:
         return self

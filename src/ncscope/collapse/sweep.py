@@ -128,7 +128,8 @@ def as_sources(sources: Mapping[str, Perturb | None] | Sequence[Source] | None) 
 
 def batches_of(data: Any, batch_size: int) -> Batches:
     """A batch factory over ``data``: ``(images, labels)``, a TensorDataset / ImageDataset (has
-    ``tensors``), a DataLoader or any iterable of ``(x, y)`` batches, or a factory itself."""
+    ``tensors``), any map-style Dataset of ``(x, y)`` items (read in order), a DataLoader, or a
+    factory itself."""
     if callable(data) and not isinstance(data, torch.utils.data.Dataset):
         return data
     if isinstance(data, tuple | list) and len(data) == 2 and isinstance(data[0], Tensor):
@@ -137,6 +138,9 @@ def batches_of(data: Any, batch_size: int) -> Batches:
         x, y = data.tensors[:2]
     elif isinstance(data, torch.utils.data.DataLoader):
         return lambda: (_pair(b) for b in data)
+    elif isinstance(data, torch.utils.data.Dataset):  # map-style, e.g. a lazily loading one
+        loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
+        return lambda: (_pair(b) for b in loader)
     else:
         raise TypeError("data must be (images, labels), a TensorDataset / ImageDataset, a "
                         f"DataLoader or a batch factory; got {type(data).__name__}")

@@ -11,7 +11,7 @@ and schedules (:func:`register_schedule`).
 
 Entry points: :func:`train` (config in, trained model + history + run folder out),
 :class:`Trainer` (any ``nn.Module`` and data sets), :func:`track` (one measurement, reusable
-on saved checkpoints). ``python -m ncscope.train config.yaml`` (also under ``torchrun``).
+on saved checkpoints). From the shell: ``ncscope train --config FILE`` (also under ``torchrun``).
 Imports ``data``, ``models``, ``collapse`` and ``attacks`` only.
 """
 

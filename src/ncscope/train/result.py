@@ -48,8 +48,8 @@ class TrainResult:
 
     Attributes:
         model: the trained model (unwrapped, on its training device, in eval mode).
-        history: the metric rows as a DataFrame (one row per epoch × source × reference ×
-            layer; see :mod:`ncscope.train.tracking`).
+        history: the metric rows as a DataFrame in the long schema with an ``epoch`` column
+            (:mod:`ncscope.collapse.schema`; sources in :mod:`ncscope.train.tracking`).
         run_dir: the run folder (``None`` when ``out_dir`` was not set).
         config: the run's :class:`~ncscope.train.TrainConfig`.
         rows: the metric rows as dicts (the JSONL content).

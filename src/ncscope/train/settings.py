@@ -126,7 +126,7 @@ class TrainSettings:
         track_fresh_attack: NC on a fresh eval-mode PGD of the training set after the epoch;
             ``None`` = on for ST, off for AT/TRADES.
         track_subset: samples per class of the stratified tracking subset of the training and
-            test sets (clean passes and fresh attacks; fixed by ``data_seed``); ``None``: the
+            test sets (clean passes and fresh attacks; fixed by ``data.seed``); ``None``: the
             full sets. The training-time perturbations are always measured in full.
         track_test / track_test_attack: clean and PGD test accuracy (+ NCC test accuracy with
             the clean training means).

@@ -19,7 +19,7 @@ an ``epoch`` column in front. Sources (Su et al. 2024, §3 protocol):
 =================  =======================================================================
 
 Tracking subset: ``TrainConfig.track_subset`` (samples per class, stratified, fixed by
-``data_seed``) bounds the cost of the clean passes and of the fresh attacks on the training and
+``data.seed``) bounds the cost of the clean passes and of the fresh attacks on the training and
 test sets; ``None`` measures the full sets. The training-time perturbations of AT/TRADES are
 always measured in full (they cost no attack). Under ``torch.distributed`` each rank measures
 its shard and the sweep sums the accumulators after each pass.

@@ -32,9 +32,9 @@ from tqdm.auto import tqdm
 
 from ncscope.attacks import PGD, threat_model
 from ncscope.collapse import FeatureTaps
-from ncscope.collapse.schema import wide
+from ncscope.collapse.schema import typed, wide
 from ncscope.config import to_dict
-from ncscope.data import DatasetInfo
+from ncscope.data import DatasetInfo, stratified_indices
 from ncscope.data.config import DataConfig
 from ncscope.experiments.analyze import AnalyzeSettings
 from ncscope.experiments.studies.base import Study, register_study
@@ -43,6 +43,7 @@ from ncscope.experiments.studies.su2024 import figures as su_figures
 from ncscope.models import load_weights, penultimate_layer
 from ncscope.models.config import ModelConfig
 from ncscope.train import TrainConfig, TrainSettings, train
+from ncscope.train.tracking import fetch_batch, labels_of
 
 RUNS = ("st", "at", "trades", "trades_bnquirk")
 
@@ -160,6 +161,15 @@ def _points(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: dict[st
     return rows
 
 
+def _point_samples(data: Any, limit: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training images behind the 2-D view: all of an in-memory set, else a stratified
+    subset of ``limit`` (lazily loading sets such as ImageNette)."""
+    if hasattr(data, "tensors"):
+        return data.tensors[0], data.tensors[1]
+    idx = [int(i) for i in stratified_indices(labels_of(data), min(limit, len(data)))]
+    return fetch_batch(data, idx)
+
+
 def run(cfg: Su2024Config, folder: Path, progress: bool = True) -> dict[str, Any]:
     """Train every run, analyse every model, write the study's tables into ``folder``."""
     t_start = time.perf_counter()
@@ -182,7 +192,7 @@ def run(cfg: Su2024Config, folder: Path, progress: bool = True) -> dict[str, Any
         timings[f"train:{r}"] = secs
     history = pd.concat([pd.read_csv(folder / r / "history.csv").assign(run=r)
                          for r in cfg.runs], ignore_index=True)
-    history = history[["run", *[c for c in history.columns if c != "run"]]]
+    history = typed(history[["run", *[c for c in history.columns if c != "run"]]])
     history.to_csv(folder / "history.csv", index=False)
     with open(folder / "history.jsonl", "w") as fh:
         for rec in history.to_dict(orient="records"):
@@ -213,7 +223,8 @@ def run(cfg: Su2024Config, folder: Path, progress: bool = True) -> dict[str, Any
     wide(analysis).to_csv(folder / "analysis_wide.csv", index=False)
 
     # 3. 2-D leap view of the last layer.
-    x, y = (t.to(cfg.analyze.device) for t in train_set.tensors)
+    x, y = _point_samples(train_set)
+    x, y = x.to(cfg.analyze.device), y.to(cfg.analyze.device)
     k = train_set.info.num_classes
     rows: list[dict[str, Any]] = []
     a = cfg.analyze
