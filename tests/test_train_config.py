@@ -111,7 +111,7 @@ def test_defaults_are_the_paper_recipe() -> None:
     assert cfg.eps == pytest.approx(8 / 255) and cfg.effective_alpha == pytest.approx(2 / 255)
     assert cfg.data == DataConfig() and cfg.data.dataset == "digits"
     assert cfg.model.name == "bn_mlp"  # digits' default model
-    assert cfg.track_subset is None  # track the full sets
+    assert cfg.track_subset == 10  # stratified tracking subset, 10 per class (docs/benchmarks.md)
     # default steps of the threat-model table: l2 PGD eps * 15/128, TRADES l2 2 * eps / steps
     assert TrainConfig(mode="at", norm="l2", eps=0.5).effective_alpha == pytest.approx(
         0.5 * 15 / 128

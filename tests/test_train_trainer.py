@@ -43,6 +43,7 @@ TINY = {
     "steps": 2,
     "threads": 1,
     "progress": False,
+    "track_subset": None,  # these tests check the full-set measurements
 }
 
 

@@ -17,6 +17,7 @@ from ncscope.data.base import (
     make_loader,
     stratified_indices,
 )
+from ncscope.data.builtin import FASHION_MNIST_INFO, MNIST_INFO
 from ncscope.data.cifar import CIFAR10_INFO, CIFAR100_INFO
 from ncscope.data.digits import DIGITS_INFO, load_digits_dataset
 from ncscope.data.idx import read_idx
@@ -24,14 +25,12 @@ from ncscope.data.imagefolder import IMAGENETTE_INFO, ImageFolderDataset
 from ncscope.data.registry import (
     DATA_DIR_ENV,
     DATASETS,
-    FASHION_MNIST_INFO,
-    MNIST_INFO,
-    DatasetSpec,
     available_datasets,
     get_dataset_info,
     load_dataset,
     register_dataset,
 )
+from ncscope.data.spec import DatasetSpec
 from ncscope.data.svhn import SVHN_INFO
 from ncscope.data.synthetic import make_synthetic
 

@@ -49,7 +49,7 @@ RUNS = ("st", "at", "trades", "trades_bnquirk")
 
 
 def _digits_train() -> TrainSettings:
-    return TrainSettings(epochs=100, lr=0.05, eps=0.1, track_every=5)
+    return TrainSettings(epochs=100, lr=0.05, eps=0.1, track_every=5, track_subset=None)
 
 
 @dataclass
