@@ -73,6 +73,7 @@ class AnalyzeSettings:
     eps: float | None = None
     alpha: float | None = None
     steps: int | None = None
+    restarts: int = 1
     sources: list[str] = field(default_factory=lambda: list(DEFAULT_SOURCES))
     layers: list[str] | None = None
     reduce: str = "flatten"
@@ -88,12 +89,15 @@ class AnalyzeSettings:
                              f"{', '.join(DEFAULT_SOURCES)}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {self.batch_size}")
+        if self.restarts < 1:
+            raise ValueError(f"restarts must be >= 1; got {self.restarts}")
 
     def measure(self, model: nn.Module, train: Any, test: Any = None, *,
                 classifier: str | None = None, progress: bool = True) -> pd.DataFrame:
         """Run :func:`analyze` with these settings."""
         return analyze(model, train, layers=self.layers, sources=self.sources, test_data=test,
                        eps=self.eps, norm=self.norm, alpha=self.alpha, steps=self.steps,
+                       restarts=self.restarts,
                        batch_size=self.batch_size, reduce=self.reduce, classifier=classifier,
                        device=self.device, seed=self.seed, progress=progress,
                        fast_attacks=self.fast_attacks)
@@ -134,7 +138,7 @@ def run_analyze(cfg: AnalyzeConfig, *, progress: bool = True) -> pd.DataFrame:
 def default_sources(
     model: nn.Module, eps: float | None = None, *, steps: int | None = None,
     alpha: float | None = None, seed: int = 0, norm: str = "linf", input_dim: int | None = None,
-    fast: bool = False,
+    fast: bool = False, restarts: int = 1,
 ) -> dict[str, Attack | None]:
     """The paper's perturbation sources at radius ``eps`` (pixel units).
 
@@ -149,7 +153,8 @@ def default_sources(
     """
     tm = threat_model(norm, eps, alpha, steps, owner="analyze")
     eps, norm = tm.eps, tm.norm
-    pgd = {"eps": eps, "alpha": tm.alpha, "steps": tm.steps, "norm": norm, "fast": fast}
+    pgd = {"eps": eps, "alpha": tm.alpha, "steps": tm.steps, "norm": norm, "fast": fast,
+           "restarts": restarts}
     if norm == "linf":
         gaussian: Attack = GaussianNoise(eps, seed=seed + 2)
         sign: Attack | None = RandomSign(eps, seed=seed + 3)
@@ -178,6 +183,7 @@ def analyze(
     norm: str = "linf",
     alpha: float | None = None,
     steps: int | None = None,
+    restarts: int = 1,
     num_classes: int | None = None,
     batch_size: int = 256,
     reduce: str = "flatten",
@@ -205,8 +211,8 @@ def analyze(
             ``x, y -> x'`` works); a targeted source is grouped by target in its own view.
         test_data: optional test split: clean/robust accuracy and NCC accuracy around the clean
             *training* means.
-        eps, norm, alpha, steps: threat model of the default sources (see
-            :func:`default_sources`; pixel units).
+        eps, norm, alpha, steps, restarts: threat model of the default PGD sources (see
+            :func:`default_sources`; pixel units; ``None``: the threat-model table).
         fast_attacks: build the default PGD sources with ``fast=True`` (BatchNorm folded into
             the preceding layer for the attack; same function, float rounding differs).
 
@@ -226,7 +232,8 @@ def analyze(
         sources = DEFAULT_SOURCES
     if not isinstance(sources, Mapping):
         builders = default_sources(model, eps, steps=steps, alpha=alpha, seed=seed, norm=norm,
-                                   input_dim=int(probe[0].numel()), fast=fast_attacks)
+                                   input_dim=int(probe[0].numel()), fast=fast_attacks,
+                                   restarts=restarts)
         unknown = [s for s in sources if s not in builders]
         if unknown:
             raise ValueError(

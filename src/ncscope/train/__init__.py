@@ -23,6 +23,7 @@ from ncscope.train.checkpoint import (
 )
 from ncscope.train.config import TrainConfig, TrainSettings
 from ncscope.train.distributed import DistInfo, derive_seed, epoch_batches
+from ncscope.train.entry import train
 from ncscope.train.history import HistoryWriter, read_jsonl, rows_to_frame
 from ncscope.train.losses import LOSSES, cross_entropy, make_loss, register_loss, trades_kl
 from ncscope.train.modes import (
@@ -37,7 +38,7 @@ from ncscope.train.result import Callback, TrainResult
 from ncscope.train.schedules import SCHEDULES, lr_at, register_schedule
 from ncscope.train.spool import TensorSpool
 from ncscope.train.tracking import SOURCES, Tracker, resolve_track_layers, track
-from ncscope.train.trainer import Trainer, train
+from ncscope.train.trainer import Trainer
 
 __all__ = [
     "LOSSES",

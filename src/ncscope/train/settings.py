@@ -39,7 +39,7 @@ TRACK_LAYER_CHOICES: tuple[str, ...] = ("penultimate", "all")
 _DEVICES = ("auto", "cpu", "cuda")
 # Fields that may change between a run and its resumption (they do not affect the numbers).
 RESUME_FREE_FIELDS = frozenset(
-    {"progress", "threads", "out_dir", "overwrite", "spool_dir", "device", "num_workers"}
+    {"progress", "threads", "out_dir", "overwrite", "spool_dir", "device"}
 )
 
 
@@ -150,7 +150,6 @@ class TrainSettings:
             CPU, off for CUDA).
         spool_dir: where perturbed-batch scratch files go (``None``: ``out_dir/.spool``, or the
             system temporary folder without ``out_dir``).
-        num_workers: DataLoader workers for data sets that are not in memory.
     """
 
     mode: str = "st"
@@ -200,7 +199,6 @@ class TrainSettings:
     device: str = "auto"
     deterministic: bool | None = None
     spool_dir: str | None = None
-    num_workers: int = 0
 
     # ------------------------------------------------------------------ validation
     def __post_init__(self) -> None:
@@ -266,7 +264,6 @@ class TrainSettings:
         self.keep_epochs = _epoch_list("keep_epochs", self.keep_epochs, self.epochs)
         if self.threads is not None:
             self.threads = _int("threads", self.threads, 1, 4096)
-        self.num_workers = _int("num_workers", self.num_workers, 0, 256)
         if not isinstance(self.device, str) or not (
             self.device in _DEVICES or self.device.startswith("cuda:")
         ):
