@@ -36,7 +36,7 @@ def test_analyze_user_model_long_table(digits_model) -> None:
     model, train, test = digits_model
     df = ncscope.analyze(model, train, layers=["hidden", "pen", "classifier:in"],
                          test_data=test, eps=0.1, progress=False)
-    assert list(df.columns)[: len(LONG_COLUMNS)] == list(LONG_COLUMNS)
+    assert list(df.columns)[-len(LONG_COLUMNS):] == list(LONG_COLUMNS)
     assert set(df["source"]) == {"clean", "pgd", "pgd_targeted", "gaussian", "random_sign"}
     w = wide(df)
     assert {"nc1", "nc4", "ncc_accuracy", "leap_pred", "simplex_angle"} <= set(w.columns)

@@ -143,7 +143,8 @@ def test_sweep_loss_and_accuracy_from_logits() -> None:
 def test_sweep_rows_follow_the_declared_schema() -> None:
     model, train, test = _trained()
     df = ncscope.analyze(model, train, test_data=test, eps=0.05, progress=False)
-    assert list(df.columns) == list(schema_mod.NAMES)
+    # analyze: the threat-model context columns, then the measurement columns
+    assert list(df.columns) == ["eps", "norm", "alpha", "steps", *schema_mod.NAMES]
     for col in schema_mod.COLUMNS:
         if col.values:
             assert set(df[col.name].dropna()) <= set(col.values)

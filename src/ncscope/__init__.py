@@ -27,6 +27,14 @@ def __getattr__(name: str):  # lazy: the engine does not pull in attacks/experim
         from ncscope.experiments.analyze import analyze
 
         return analyze
+    if name == "load_run":
+        from ncscope.report.load import load_run
+
+        return load_run
+    if name == "plot":
+        import ncscope.plot as plot
+
+        return plot
     raise AttributeError(f"module 'ncscope' has no attribute {name!r}")
 
 
@@ -38,6 +46,7 @@ __all__ = [
     "__version__",
     "analyze",
     "list_layers",
+    "load_run",
     "nc_metrics",
     "register_metric",
     "simplex_similarity",

@@ -53,8 +53,11 @@ CONTEXT: tuple[Column, ...] = (
     Column("run", "string", "training run within a study (e.g. 'st', 'at', 'trades')"),
     Column("epoch", "Int64", "completed training epochs when measured (0 = initialisation)"),
     Column("eps_name", "string", "name of the threat-model radius ('main', 'strong')"),
-    Column("eps", "float64", "perturbation radius in pixel units"),
+    Column("eps", "float64", "perturbation radius (or noise scale) of the source, in pixel "
+           "units; missing for the clean data"),
     Column("norm", "string", "threat-model norm ('linf', 'l2')"),
+    Column("alpha", "float64", "attack step size in pixel units"),
+    Column("steps", "Int64", "attack steps"),
     Column("weights", "string", "weights file the model was loaded from"),
 )
 NAMES = tuple(c.name for c in COLUMNS)

@@ -42,6 +42,7 @@ from ncscope.attacks import (
 )
 from ncscope.collapse.choose import choose_layers, head_of
 from ncscope.collapse.schema import NAMES as LONG_COLUMNS
+from ncscope.collapse.schema import typed
 from ncscope.collapse.schema import wide as schema_wide
 from ncscope.collapse.sweep import batches_of, sweep
 from ncscope.data.config import DataConfig
@@ -245,10 +246,30 @@ def analyze(
                classifiers=head_of(model, layers, classifier), test_data=test_data,
                batch_size=batch_size, reduce=reduce, device=dev, per_class=per_class,
                progress=progress, spool_dir=spool_dir)
-    df.attrs.update(
-        sources={n: _settings(a) for n, a in sources.items()},
-    )
-    return df
+    settings = {n: _settings(a) for n, a in sources.items()}
+    df.attrs.update(sources=settings)
+    return with_threat_columns(df, settings)
+
+
+#: Attack settings carried as context columns by :func:`analyze` (one value per source).
+THREAT_COLUMNS = ("eps", "norm", "alpha", "steps")
+
+
+def with_threat_columns(df: pd.DataFrame, settings: Mapping[str, Any]) -> pd.DataFrame:
+    """Put each source's ``eps``, ``norm``, ``alpha`` and ``steps`` (from its ``settings()``;
+    missing for the clean data and for sources without them) in front of the long table, so
+    that tables of several radii or threat models concatenate."""
+    out = df.copy()
+    for i, col in enumerate(THREAT_COLUMNS):
+        values = {n: (s.get(col) if isinstance(s, dict) else None) for n, s in settings.items()}
+        if col == "eps":  # noise sources name their radius sigma / radius
+            for n, s in settings.items():
+                if isinstance(s, dict) and values[n] is None:
+                    values[n] = s.get("sigma", s.get("radius"))
+        out.insert(i, col, out["source"].map(values))
+    out = typed(out)
+    out.attrs = dict(df.attrs)
+    return out
 
 
 def _settings(source: Any) -> Any:

@@ -214,7 +214,6 @@ def run(cfg: Su2024Config, folder: Path, progress: bool = True) -> dict[str, Any
                                              classifier=cfg.model.classifier,
                                              progress=show)
             timings[f"analyze:{r}:{eps_name}"] = time.perf_counter() - t0
-            df.insert(0, "eps", eps)
             df.insert(0, "eps_name", eps_name)
             df.insert(0, "run", r)
             frames.append(df)

@@ -234,7 +234,8 @@ def _accuracy_table(analysis: pd.DataFrame) -> pd.DataFrame:
             s = r[(r.source == source) & (r.metric == metric)]
             return float(s.value.iloc[0]) if len(s) else float("nan")
 
-        rows.append({"run": run, "eps": float(r.eps.iloc[0]),
+        rows.append({"run": run, "eps": float(r[r.source == "pgd"].eps.iloc[0])
+                     if "eps" in r and (r.source == "pgd").any() else float("nan"),
                      "clean test acc": val("clean", "net_accuracy"),
                      "PGD test acc": val("pgd", "net_accuracy"),
                      "NCC clean test acc": val("clean", "ncc_accuracy"),
