@@ -501,7 +501,13 @@ def test_fast_attacks_only_for_eval_mode_attacks() -> None:
     nc1_exact = exact.loc[exact["metric"] == "nc1", "value"].to_numpy()
     assert len(nc1_exact) == len(views(exact)) >= 5  # one layer: one nc1 per view
     assert {("perturbed", "train", "own"), ("pgd", "test", "clean")} <= views(exact)
-    assert abs(nc1_fast - nc1_exact).max() <= 0.05 * (1 + abs(nc1_exact).max())
+    # Per column: the two trainings differ only by float rounding inside the TRADES attack.
+    assert (abs(nc1_fast - nc1_exact) <= 1e-2 * abs(nc1_exact)).all()
+    for metric, tol in (("net_accuracy", 1 / 100), ("ncc_accuracy", 1 / 100),
+                        ("simplex_angle", 0.1)):
+        a = fast.loc[fast["metric"] == metric, "value"].to_numpy(float)
+        b = exact.loc[exact["metric"] == metric, "value"].to_numpy(float)
+        assert (abs(a - b) <= tol + 1e-12).all(), metric  # 100 samples: one sample = 0.01
 
 
 def test_track_subset_measures_k_per_class_on_train_and_test() -> None:
