@@ -257,17 +257,23 @@ def test_classifier_of_error_lists_linears():
     assert classifier_of(_user_net(), "head").out_features == 3
 
 
-def test_prepare_model_wraps_with_normalize():
+def test_prepare_model_normalizes_and_keeps_names():
     net = _user_net()
     x = torch.rand(2, 3, 2, 2)
-    model = prepare_model(net, classifier="head", mean=0.5, std=0.25, example_input=x)
-    assert isinstance(model, NormalizedModel)
-    assert next(iter(model.children())) is model.normalize
-    assert penultimate_layer(model) == "net.head:in"
-    assert classifier_of(model) is net.head
-    assert default_taps(model) == ["net.flatten", "net.fc1", "net.relu"]
     with torch.no_grad():
-        assert torch.allclose(model(x), net((x - 0.5) / 0.25))
+        expected = net((x - 0.5) / 0.25)
+    model = prepare_model(net, classifier="head", mean=0.5, std=0.25, example_input=x)
+    assert model is net and "input_mean" in net.state_dict()
+    assert penultimate_layer(model) == "head:in"
+    assert classifier_of(model) is net.head
+    assert default_taps(model) == ["flatten", "fc1", "relu"]
+    with torch.no_grad():
+        assert torch.allclose(model(x), expected)
+        prepare_model(net, mean=0.0, std=1.0)  # preparing again replaces the statistics
+        assert torch.allclose(model(x), net.forward(x))
+    # the wrapper is still available for code that wants a new module
+    wrapped = NormalizedModel(_user_net(), 0.5, 0.25, classifier="head")
+    assert penultimate_layer(wrapped) == "net.head:in"
 
 
 def test_prepare_model_in_place_and_taps():

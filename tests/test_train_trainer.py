@@ -350,9 +350,9 @@ def test_track_function_and_user_model() -> None:
 
 def test_model_without_classifier_fails_before_training() -> None:
     rec = _Recorder()
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.Tanh())  # no final nn.Linear
     data = load_dataset("digits", n_per_class=5)
-    with pytest.raises(ValueError, match="classifier"):
+    with pytest.raises(ValueError, match="not the final layer.*classifier"):
         Trainer(model, data, config=tiny(), callbacks=[rec]).fit()
     assert rec.batches == []
 

@@ -89,8 +89,10 @@ class Attack:
     AutoAttack).
 
     Args:
-        model: the classifier (an ``nn.Module`` returning logits ``(B, K)``), ``None`` for
-            perturbation sources that need none.
+        model: the classifier (an ``nn.Module`` returning logits ``(B, K)``, or an output
+            :func:`ncscope.models.logits_of` reads them from: ``(logits, ...)``,
+            ``out["logits"]``, ``out.logits``), ``None`` for perturbation sources that need
+            none.
         model_mode: ``"eval"`` (default) or ``"train"``: the mode BatchNorm/Dropout are put in
             during the attack; the modes found are restored afterwards.
         seed: seed of a private ``torch.Generator`` (created on the images' device at first use

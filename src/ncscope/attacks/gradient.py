@@ -21,6 +21,7 @@ from ncscope.attacks.modes import preserved_buffers
 from ncscope.attacks.sampling import gaussian_l2, random_sign
 from ncscope.attacks.sanity import check_determinism, check_noise_baseline, check_start_point
 from ncscope.attacks.steps import bview, l2_step, linf_bounds, linf_step
+from ncscope.models.adapters import logits_of
 from ncscope.validation import check_bool
 
 __all__ = ["GradientAttack", "GradientCall"]
@@ -204,11 +205,14 @@ class GradientAttack(Attack):
 
     def _forward(self, x: Tensor, report: AttackReport) -> Tensor:
         assert self.forward_model is not None
-        out = self.forward_model(x)
-        if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
-            shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        try:
+            out = logits_of(self.forward_model(x))
+        except TypeError as exc:
+            raise TypeError(f"{self.name}: {exc}") from None
+        if out.ndim != 2 or out.shape[0] != x.shape[0]:
             raise TypeError(f"{self.name}: the model must return logits of shape (B, K), got "
-                            f"{shape}; wrap models that return tuples or features")
+                            f"{tuple(out.shape)}; pass output=<function output -> logits> "
+                            "to analyze/sweep, or wrap the model")
         report.forwards += 1
         return out
 

@@ -2,7 +2,9 @@
 
 ``choose_layers`` turns a layer choice (``"penultimate"``, ``"all"`` or explicit specs) into tap
 keys; ``head_of`` gives the ``{layer: (W, b)}`` map of the final linear layer for NC2-of-W, NC3
-and NC4. Both go through module names and hooks only, never per-architecture code.
+and NC4. Both go through module names and hooks only, never per-architecture code. The
+classifier is found once, on a probe batch, by :func:`ncscope.models.find_classifier`; pass its
+name on as ``classifier``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ncscope.collapse.taps import FeatureTaps
-from ncscope.models import classifier_of, default_taps, penultimate_layer
+from ncscope.models import classifier_of, default_taps, find_classifier
 
 LAYER_CHOICES = ("penultimate", "all")
 
@@ -26,16 +28,19 @@ def choose_layers(model: nn.Module, spec: str | Sequence[str] = "all",
     the model's :func:`~ncscope.models.default_taps` followed by the penultimate features,
     dropping a tap whose features equal the next one's on ``probe`` (one eval-mode forward;
     e.g. an MLP's last block *is* the classifier input). A name, glob or list of them: those
-    taps in model order (:class:`~ncscope.collapse.taps.FeatureTaps` specs).
+    taps in model order (:class:`~ncscope.collapse.taps.FeatureTaps` specs). ``classifier``:
+    the classifier's name as found by :func:`~ncscope.models.find_classifier` (``None``: found
+    here, on ``probe``).
     """
-    if isinstance(spec, str) and spec == "penultimate":
-        return [penultimate_layer(model, classifier)]
-    if isinstance(spec, str) and spec == "all":
+    if isinstance(spec, str) and spec in LAYER_CHOICES:
+        clf = find_classifier(model, classifier, probe if classifier is None else None)
+        pen = f"{clf}:in"
+        if spec == "penultimate":
+            return [pen]
         try:
-            taps = default_taps(model)
+            taps = default_taps(model, clf)
         except (AttributeError, ValueError):
             taps = []
-        pen = penultimate_layer(model, classifier)
         names = [*[t for t in taps if t != pen], pen]
         return names if probe is None else _drop_repeats(model, names, probe)
     specs = [spec] if isinstance(spec, str) else list(spec)
@@ -63,9 +68,10 @@ def _drop_repeats(model: nn.Module, layers: list[str], probe: Tensor) -> list[st
 
 def head_of(model: nn.Module, layers: Sequence[str],
             classifier: str | None = None) -> dict[str, tuple[Tensor, Tensor | None]]:
-    """``{penultimate layer: (W, b)}`` of the final linear layer, when that layer is tapped."""
-    pen = penultimate_layer(model, classifier)
-    if pen not in layers:
+    """``{penultimate layer: (W, b)}`` of the final linear layer, when that layer is tapped
+    (``classifier``: its name, as :func:`~ncscope.models.find_classifier` gives it)."""
+    key = find_classifier(model, classifier)
+    if f"{key}:in" not in layers:
         return {}
-    head = classifier_of(model, classifier)
-    return {pen: (head.weight.detach(), None if head.bias is None else head.bias.detach())}
+    head = classifier_of(model, key)
+    return {f"{key}:in": (head.weight.detach(), None if head.bias is None else head.bias.detach())}

@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
@@ -51,6 +52,15 @@ from ncscope.collapse.registry import compute_metrics
 from ncscope.collapse.schema import long_frame
 from ncscope.collapse.spool import TensorSpool
 from ncscope.collapse.taps import FeatureTaps, Reduce
+from ncscope.models.adapters import (
+    OutputFn,
+    adapt_output,
+    as_images,
+    as_labels,
+    as_pair,
+    collate_pairs,
+    logits_of,
+)
 
 Batches = Callable[[], Iterable[tuple[Tensor, Tensor]]]
 Perturb = Callable[[Tensor, Tensor], Any]
@@ -127,36 +137,35 @@ def as_sources(sources: Mapping[str, Perturb | None] | Sequence[Source] | None) 
 
 
 def batches_of(data: Any, batch_size: int) -> Batches:
-    """A batch factory over ``data``: ``(images, labels)``, a TensorDataset / ImageDataset (has
-    ``tensors``), any map-style Dataset of ``(x, y)`` items (read in order), a DataLoader, or a
-    factory itself."""
+    """A batch factory over ``data``: ``(images, labels)`` as tensors or numpy arrays (numpy
+    images become float32), a TensorDataset / ImageDataset (has ``tensors``), any map-style
+    Dataset of ``(x, y)`` items (read in order), a DataLoader, or a factory itself."""
     if callable(data) and not isinstance(data, torch.utils.data.Dataset):
         return data
-    if isinstance(data, tuple | list) and len(data) == 2 and isinstance(data[0], Tensor):
-        x, y = data
-    elif hasattr(data, "tensors"):
-        x, y = data.tensors[:2]
-    elif isinstance(data, torch.utils.data.DataLoader):
+    pair = as_pair(data)
+    if pair is None and hasattr(data, "tensors"):
+        pair = as_pair(tuple(data.tensors[:2]))
+    if pair is not None:
+        x, y = pair
+        return lambda: ((x[i:i + batch_size], y[i:i + batch_size])
+                        for i in range(0, len(y), batch_size))
+    if isinstance(data, torch.utils.data.DataLoader):
         return lambda: (_pair(b) for b in data)
-    elif isinstance(data, torch.utils.data.Dataset):  # map-style, e.g. a lazily loading one
-        loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
-        return lambda: (_pair(b) for b in loader)
-    else:
-        raise TypeError("data must be (images, labels), a TensorDataset / ImageDataset, a "
-                        f"DataLoader or a batch factory; got {type(data).__name__}")
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"images and labels differ in length: {x.shape[0]} vs {y.shape[0]}")
-    y = torch.as_tensor(y).long()
-    return lambda: ((x[i:i + batch_size], y[i:i + batch_size])
-                    for i in range(0, len(y), batch_size))
+    if isinstance(data, torch.utils.data.Dataset):  # map-style, e.g. a lazily loading one
+        loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False,
+                                             collate_fn=collate_pairs)
+        return lambda: iter(loader)
+    raise TypeError("data must be (images, labels) as tensors or numpy arrays, a TensorDataset "
+                    "/ ImageDataset / map-style Dataset, a DataLoader or a batch factory; got "
+                    f"{type(data).__name__}")
 
 
 def _pair(batch: Any) -> tuple[Tensor, Tensor]:
     if not (isinstance(batch, tuple | list) and len(batch) >= 2
-            and isinstance(batch[0], Tensor)):
+            and isinstance(batch[0], Tensor | np.ndarray)):
         raise TypeError("data must yield (images, labels) batches; the DataLoader gave "
                         f"{type(batch).__name__}")
-    return batch[0], torch.as_tensor(batch[1]).long()
+    return as_images(batch[0]), as_labels(batch[1])
 
 
 class _Layers:
@@ -214,11 +223,12 @@ def sweep(
     per_class: bool = True,
     global_mean: str = "weighted",
     progress: bool = False,
+    output: OutputFn | None = None,
 ) -> pd.DataFrame:
     """Measure NC of ``layers`` of ``model`` on ``data`` under ``sources``; return a long table.
 
     Args:
-        model: any classifier taking pixels in [0, 1] and returning logits.
+        model: any classifier taking pixels in [0, 1] (its output read by ``output``).
         data / test_data: training (reference) data and optional test data, in any form
             :func:`batches_of` accepts.
         sources: ``{name: callable | None}`` or :class:`Source` objects; the clean reference
@@ -229,6 +239,9 @@ def sweep(
         reduce, batch_size, device, spool_dir: feature reduction, measurement batch size,
             device (default: the model's), folder of the perturbed-input spools.
         per_class: also emit per-class metrics (simplex angles) of the train/clean views.
+        output: reads the logits from the model's output (default:
+            :func:`ncscope.models.logits_of`: a tensor, ``(logits, ...)``, ``out["logits"]`` or
+            ``out.logits``); installed for the attacks' passes too.
 
     Returns:
         A DataFrame in the long schema (``layer, depth, source, split, reference, group,
@@ -254,11 +267,11 @@ def sweep(
     spools: dict[str, TensorSpool] = {}
     views: list[_View] = []
     try:
-        with FeatureTaps(model, layers, reduce=reduce) as taps:
+        with adapt_output(model, output), FeatureTaps(model, layers, reduce=reduce) as taps:
 
             def forward(x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
                 with torch.no_grad():
-                    logits = model(x)
+                    logits = logits_of(model(x))
                 return logits, taps.features
 
             def perturb(src: Source, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor | None]:

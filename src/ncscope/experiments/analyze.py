@@ -46,7 +46,8 @@ from ncscope.collapse.schema import typed
 from ncscope.collapse.schema import wide as schema_wide
 from ncscope.collapse.sweep import batches_of, sweep
 from ncscope.data.config import DataConfig
-from ncscope.models import classifier_of, load_weights
+from ncscope.models import classifier_of, find_classifier, load_weights
+from ncscope.models.adapters import OutputFn
 from ncscope.models.config import ModelConfig
 
 DEFAULT_SOURCES = ("clean", "pgd", "pgd_targeted", "gaussian", "random_sign")
@@ -195,15 +196,16 @@ def analyze(
     progress: bool = True,
     fast_attacks: bool = False,
     spool_dir: str | None = None,
+    output: OutputFn | None = None,
 ) -> pd.DataFrame:
     """Measure NC of every tapped layer under every perturbation source; return a long table.
 
     Args:
-        model: any classifier taking pixels in [0, 1] (normalisation inside the model) whose
-            final ``nn.Linear`` is found by ``classifier`` (default: ``model.classifier_name``
-            or ``"classifier"``).
-        data: training data, an ``ImageDataset``/``TensorDataset``, ``(images, labels)`` or a
-            DataLoader.
+        model: any classifier taking pixels in [0, 1] (normalisation inside the model); its
+            final ``nn.Linear`` is ``classifier`` or found by
+            :func:`ncscope.models.find_classifier` (checked on a probe batch).
+        data: training data: ``(images, labels)`` as tensors or numpy arrays, an
+            ``ImageDataset`` / ``TensorDataset`` / map-style Dataset or a DataLoader.
         layers: layer specs (names / globs, ``":in"`` for inputs); default: the model's
             ``default_taps`` plus the penultimate features, repeats removed
             (:func:`ncscope.collapse.choose.choose_layers`).
@@ -216,6 +218,8 @@ def analyze(
             :func:`default_sources`; pixel units; ``None``: the threat-model table).
         fast_attacks: build the default PGD sources with ``fast=True`` (BatchNorm folded into
             the preceding layer for the attack; same function, float rounding differs).
+        output: reads the logits from the model's output, e.g. ``lambda out: out["scores"]``
+            (default: :func:`ncscope.models.logits_of`).
 
     Returns:
         The long table of :func:`ncscope.collapse.sweep` (schema:
@@ -225,6 +229,7 @@ def analyze(
     progress = progress and sys.stderr.isatty()  # bars only on a terminal
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     probe = next(iter(batches_of(data, 8)()))[0][:8].to(dev)
+    classifier = find_classifier(model, classifier, probe, output=output)  # checks the input
     k = int(num_classes) if num_classes is not None else int(
         classifier_of(model, classifier).out_features)
     layers = (choose_layers(model, "all", probe, classifier) if layers is None
@@ -245,7 +250,7 @@ def analyze(
     df = sweep(model, data, dict(sources), layers=layers, num_classes=k,
                classifiers=head_of(model, layers, classifier), test_data=test_data,
                batch_size=batch_size, reduce=reduce, device=dev, per_class=per_class,
-               progress=progress, spool_dir=spool_dir)
+               progress=progress, spool_dir=spool_dir, output=output)
     settings = {n: _settings(a) for n, a in sources.items()}
     df.attrs.update(sources=settings)
     return with_threat_columns(df, settings)

@@ -1,9 +1,12 @@
 """Models for ncscope (Su et al. 2024): BN-MLP, small CNN, VGG11-BN and PreActResNet18 (CIFAR
 and ImageNette-160 variants), each with a leading :class:`Normalize`, a final ``nn.Linear``
 named ``classifier`` (penultimate features = ``"classifier:in"``) and the paper's layer-wise
-taps in ``tap_layers``. Imports only :mod:`ncscope.data` (normalisation statistics).
+taps in ``tap_layers``. Any other model works too: :func:`find_classifier` finds its final
+``nn.Linear`` and :func:`logits_of` reads logits from its output (:mod:`.adapters`). Imports
+only :mod:`ncscope.data` (normalisation statistics).
 """
 
+from ncscope.models.adapters import adapt_output, as_dataset, logits_of
 from ncscope.models.cnn import SmallCNN
 from ncscope.models.convert import load_reference_state_dict, load_weights
 from ncscope.models.heads import (
@@ -11,6 +14,7 @@ from ncscope.models.heads import (
     classifier_name,
     classifier_of,
     default_taps,
+    find_classifier,
     penultimate_layer,
     prepare_model,
 )
@@ -42,13 +46,17 @@ __all__ = [
     "PreActBlock",
     "PreActResNet",
     "SmallCNN",
+    "adapt_output",
+    "as_dataset",
     "available_models",
     "classifier_name",
     "classifier_of",
     "create_model",
     "default_taps",
+    "find_classifier",
     "load_reference_state_dict",
     "load_weights",
+    "logits_of",
     "penultimate_layer",
     "preactresnet18",
     "preactresnet18_imagenette",

@@ -45,6 +45,7 @@ from torch import Tensor, nn
 
 from ncscope.attacks import PGD, TRADES, Attack
 from ncscope.data import UnknownNameError
+from ncscope.models.adapters import logits_of
 from ncscope.train.losses import LossFn, trades_kl
 
 if TYPE_CHECKING:
@@ -137,9 +138,10 @@ def attack_settings(config: TrainConfig, generator: torch.Generator) -> dict[str
 
 
 class MultiForward(nn.Module):
-    """``forward(*xs)`` = ``model(x)`` for each input, as one (DDP) call with separate BN
-    statistics per input; with ``layers=`` it also returns the (differentiable) features of
-    those layers for each input (:class:`ncscope.collapse.FeatureTaps` with ``detach=False``)."""
+    """``forward(*xs)`` = the logits of ``model(x)`` (:func:`ncscope.models.logits_of`) for each
+    input, as one (DDP) call with separate BN statistics per input; with ``layers=`` it also
+    returns the (differentiable) features of those layers for each input
+    (:class:`ncscope.collapse.FeatureTaps` with ``detach=False``)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -151,14 +153,14 @@ class MultiForward(nn.Module):
         """Logits of each input (one tensor for one input); with ``layers``: ``(logits,
         features)`` pairs, ``features`` a ``{layer: (B, d)}`` dict."""
         if layers is None:
-            outs = tuple(self.model(x) for x in xs)
+            outs = tuple(logits_of(self.model(x)) for x in xs)
             return outs[0] if len(outs) == 1 else outs
         from ncscope.collapse import FeatureTaps
 
         pairs = []
         with FeatureTaps(self.model, list(layers), reduce=reduce, detach=False) as taps:
             for x in xs:
-                logits = self.model(x)
+                logits = logits_of(self.model(x))
                 pairs.append((logits, taps.features))
         return pairs[0] if len(pairs) == 1 else tuple(pairs)
 
@@ -301,7 +303,7 @@ class AdversarialTraining(TrainingMode):
         clean_logits = None
         if ctx.config.clean_forward:
             with torch.no_grad():
-                clean_logits = ctx.model(x)
+                clean_logits = logits_of(ctx.model(x))
         return StepOutput(loss, clean_logits=clean_logits, adv_logits=adv_logits, x_adv=x_adv)
 
 

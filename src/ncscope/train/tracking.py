@@ -40,7 +40,8 @@ from ncscope.attacks import PGD
 from ncscope.collapse import Source, sweep
 from ncscope.collapse.choose import LAYER_CHOICES, choose_layers, head_of
 from ncscope.data import stratified_indices
-from ncscope.models import classifier_of
+from ncscope.models import as_dataset, classifier_of, find_classifier
+from ncscope.models.adapters import as_images, as_labels, collate_pairs
 from ncscope.train.config import TrainConfig
 from ncscope.train.distributed import DistInfo, current_dist, derive_seed, shard_indices
 from ncscope.train.history import clean_value
@@ -67,39 +68,47 @@ PURPOSE_TEST_ATTACK = 3
 
 
 def fetch_batch(dataset: Dataset, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
-    """Images and labels of ``indices``: one tensor index for in-memory data sets (anything
-    with a batch ``__getitem__``, e.g. :class:`ncscope.data.ImageDataset`), else item by item."""
+    """Images and labels of ``indices``: one tensor index for in-memory data sets (an
+    :class:`ncscope.data.ImageDataset`, a ``TensorDataset``), else item by item (numpy images
+    become float32)."""
     idx = torch.as_tensor(list(indices), dtype=torch.long)
     if hasattr(dataset, "images") and hasattr(dataset, "targets"):
         x, y = dataset[idx]  # type: ignore[index]
         return x, y
-    items = [dataset[int(i)] for i in idx]
-    xs = torch.stack([torch.as_tensor(it[0]) for it in items])
-    ys = torch.as_tensor([int(it[1]) for it in items], dtype=torch.long)
-    return xs, ys
+    tensors = getattr(dataset, "tensors", None)
+    if isinstance(tensors, tuple | list) and len(tensors) >= 2:
+        return as_images(tensors[0][idx]), as_labels(tensors[1][idx])
+    return collate_pairs([dataset[int(i)] for i in idx])
 
 
 def labels_of(dataset: Dataset) -> Tensor:
-    """All labels of a data set (``targets`` when it has them, else item by item)."""
+    """All labels of a data set (``targets`` or the ``tensors`` of a TensorDataset when it has
+    them, else item by item)."""
     if hasattr(dataset, "targets"):
         return torch.as_tensor(dataset.targets).long()  # type: ignore[attr-defined]
-    return torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))])  # type: ignore[arg-type]
+    tensors = getattr(dataset, "tensors", None)
+    if isinstance(tensors, tuple | list) and len(tensors) >= 2:
+        return as_labels(tensors[1])
+    return as_labels([int(dataset[i][1]) for i in range(len(dataset))])  # type: ignore[arg-type]
 
 
-def num_classes_of(model: nn.Module, dataset: Dataset | None = None) -> int:
-    """Number of classes: the data set's ``info.num_classes``, else the classifier's rows."""
+def num_classes_of(model: nn.Module, dataset: Dataset | None = None,
+                   classifier: str | None = None) -> int:
+    """Number of classes: the data set's ``info.num_classes``, else the rows of the classifier
+    (``classifier``: its name, :func:`ncscope.models.find_classifier`)."""
     info = getattr(dataset, "info", None)
     if info is not None and getattr(info, "num_classes", None):
         return int(info.num_classes)
-    return int(classifier_of(model).weight.shape[0])
+    return int(classifier_of(model, classifier).weight.shape[0])
 
 
 def resolve_track_layers(
-    model: nn.Module, spec: str | Sequence[str], example: Tensor | None = None
+    model: nn.Module, spec: str | Sequence[str], example: Tensor | None = None,
+    classifier: str | None = None,
 ) -> list[str]:
     """Layer keys to measure (:func:`ncscope.collapse.choose.choose_layers`): ``"penultimate"``,
     ``"all"`` (default taps + penultimate, repeats dropped on ``example``) or layer specs."""
-    return choose_layers(model, spec, example)
+    return choose_layers(model, spec, example, classifier)
 
 
 def tracking_indices(dataset: Dataset, per_class: int | None, seed: int) -> list[int]:
@@ -119,11 +128,15 @@ class Tracker:
 
     Args:
         model: the (unwrapped) model; measured in eval mode, its modes restored afterwards.
-        train_data / test_data: data sets (``test_data`` may be ``None``).
+        train_data / test_data: data sets (``test_data`` may be ``None``): any map-style data
+            set of ``(x, y)``, or ``(X, y)`` as tensors or numpy arrays
+            (:func:`ncscope.models.as_dataset`).
         config: a :class:`TrainConfig` (tracking, attack and seed settings are read from it).
         device: where to run (default: the model's device).
         dist: the process group description (default: single process).
         spool_dir: folder for the scratch files of the fresh attack.
+        classifier: name of the final ``nn.Linear`` (default: ``config.model.classifier``, else
+            found on a probe batch by :func:`ncscope.models.find_classifier`).
     """
 
     def __init__(
@@ -136,10 +149,11 @@ class Tracker:
         device: torch.device | str | None = None,
         dist: DistInfo | None = None,
         spool_dir: str | os.PathLike[str] | None = None,
+        classifier: str | None = None,
     ) -> None:
         self.model = model
-        self.train_data = train_data
-        self.test_data = test_data
+        self.train_data = as_dataset(train_data)
+        self.test_data = None if test_data is None else as_dataset(test_data)
         self.config = config if config is not None else TrainConfig()
         if device is None:
             p = next(model.parameters(), None)
@@ -147,9 +161,15 @@ class Tracker:
         self.device = torch.device(device)
         self.dist = dist if dist is not None else DistInfo()
         self.spool_dir = Path(spool_dir) if spool_dir is not None else None
-        self.num_classes = num_classes_of(model, train_data)
+        train_data = self.train_data
         example, _ = fetch_batch(train_data, [0, min(1, len(train_data) - 1)])  # type: ignore[arg-type]
-        self.layers = resolve_track_layers(model, self.config.track_layers, example.to(self.device))
+        example = example.to(self.device)
+        section = getattr(self.config, "model", None)
+        named = classifier or getattr(section, "classifier", None)
+        self.classifier = find_classifier(model, named, example)
+        self.num_classes = num_classes_of(model, train_data, self.classifier)
+        self.layers = resolve_track_layers(model, self.config.track_layers, example,
+                                           self.classifier)
         self.batch_size = self.config.eval_batch_size or self.config.batch_size
         subset = getattr(self.config, "track_subset", None)
         data = getattr(self.config, "data", None)
@@ -214,7 +234,7 @@ class Tracker:
             self.sources(epoch, perturbed),
             layers=self.layers,
             num_classes=self.num_classes,
-            classifiers=head_of(self.model, self.layers),
+            classifiers=head_of(self.model, self.layers, self.classifier),
             test_data=(lambda: self._batches(self.test_data, self.test_index)) if test else None,  # type: ignore[arg-type]
             batch_size=self.batch_size,
             device=self.device,

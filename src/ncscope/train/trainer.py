@@ -35,6 +35,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from ncscope.attacks import Attack
+from ncscope.models import as_dataset, find_classifier
 from ncscope.train.checkpoint import (
     CheckpointError,
     checkpoint_path,
@@ -75,11 +76,13 @@ class Trainer:
     """Train any classifier ``nn.Module`` in any registered mode and track NC per epoch.
 
     Args:
-        model: pixel-space classifier (normalisation inside, final ``nn.Linear`` named
-            ``classifier`` or given by a ``classifier_name`` attribute; see
-            :func:`ncscope.models.prepare_model`).
-        train_data: training set (``ImageDataset`` or any map-style data set of ``(x, y)``).
-        test_data: test set for test accuracy / robust accuracy, or ``None``.
+        model: pixel-space classifier (normalisation inside); its final ``nn.Linear`` is
+            ``config.model.classifier`` or found on a probe batch
+            (:func:`ncscope.models.find_classifier`); its output is read by
+            :func:`ncscope.models.logits_of`.
+        train_data: training set: an ``ImageDataset``, a ``TensorDataset``, any map-style data
+            set of ``(x, y)``, or ``(X, y)`` as tensors or numpy arrays.
+        test_data: test set (same forms) for test accuracy / robust accuracy, or ``None``.
         config: :class:`TrainConfig` (its ``dataset`` / ``model`` fields are not used here).
         callbacks: :class:`Callback` objects.
 
@@ -99,14 +102,19 @@ class Trainer:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
-        self.train_data = train_data
-        self.test_data = test_data
+        self.train_data = train_data = as_dataset(train_data)
+        self.test_data = None if test_data is None else as_dataset(test_data)
         self.config = config if config is not None else TrainConfig()
         self.callbacks = list(callbacks)
         n = len(train_data)  # type: ignore[arg-type]
         if n == 0:
             raise ValueError("the training set is empty")
-        self.num_classes = num_classes_of(model, train_data)
+        example, _ = fetch_batch(train_data, [0, min(1, n - 1)])
+        param = next(model.parameters(), None)
+        if param is not None:
+            example = example.to(param.device)
+        self.classifier = find_classifier(model, self.config.model.classifier, example)
+        self.num_classes = num_classes_of(model, train_data, self.classifier)
         self.loss_fn = make_loss(self.config.loss, **self.config.loss_kwargs)
         self.mode = make_mode(self.config)
         self.run_dir = Path(self.config.out_dir) if self.config.out_dir is not None else None
@@ -148,6 +156,7 @@ class Trainer:
                 device=self.device,
                 dist=self.dist,
                 spool_dir=self._spool_dir(),
+                classifier=self.classifier,
             )
         return self._tracker
 
