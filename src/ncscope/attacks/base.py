@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ncscope.attacks.inputs import validate_images, validate_labels
-from ncscope.attacks.modes import MODEL_MODES, model_state
+from ncscope.attacks.modes import MODEL_MODES, model_state, preserved_buffers
 from ncscope.attacks.sanity import AttackSanityWarning
 from ncscope.attacks.threat import check_radius
 from ncscope.validation import check_choice, check_int
@@ -141,6 +141,7 @@ class Attack:
         self._check_generators: dict[str, torch.Generator] = {}
         self.checks = check_choice(owner, "checks", checks, CHECK_LEVELS)
         self._calls = 0
+        self._inputs_seen: set[tuple[Any, ...]] = set()
         self.last_report: AttackReport | None = None
 
     # ---- public API ---------------------------------------------------------------------
@@ -186,6 +187,7 @@ class Attack:
                 with contextlib.ExitStack() as stack:
                     if self.model is not None:
                         stack.enter_context(model_state(self.model, self.model_mode))
+                    self._check_model_input(owner, x)
                     self._setup(x, report, level)
                     x_adv = self._run(x, y, t, report, level)
             self._calls += 1
@@ -193,6 +195,25 @@ class Attack:
         for msg in report.warnings:
             warnings.warn(f"{owner}: {msg}", AttackSanityWarning, stacklevel=2)
         return x_adv.detach()
+
+    def _check_model_input(self, owner: str, x: Tensor) -> None:
+        """Once per input shape/dtype: one forward of two images in the attack's model mode
+        (buffers restored), so a batch the model cannot read is a one-line error instead of a
+        deep torch traceback."""
+        key = (tuple(x.shape[1:]), x.dtype, x.device)
+        if self.model is None or key in self._inputs_seen:
+            return
+        try:
+            with torch.no_grad(), preserved_buffers(self.model):
+                self.model(x[:2])
+        except (RuntimeError, ValueError) as exc:  # torch raises both for shape/dtype misfits
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(
+                f"{owner}: the model cannot read images of shape {tuple(x.shape)} and dtype "
+                f"{str(x.dtype).replace('torch.', '')} ({first}); give the batch shape and dtype "
+                "the model was built for, e.g. float32 (N, C, H, W) pixels in [0, 1]"
+            ) from None
+        self._inputs_seen.add(key)
 
     def settings(self) -> dict[str, Any]:
         """Name and every hyper-parameter, JSON-serialisable (for reports and configs)."""
