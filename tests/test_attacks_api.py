@@ -177,7 +177,8 @@ def test_settings_content(model):
     assert s == {
         "name": "PGD", "eps": 128 / 255, "alpha": 15 / 255, "steps": 10, "norm": "l2",
         "random_start": True, "restarts": 2, "targeted": True, "target_rule": "next",
-        "early_stop": False, "loss": "ce", "model_mode": "eval", "seed": None,
+        "early_stop": False, "loss": "ce", "paper_exact": False, "model_mode": "eval",
+        "seed": None,
         "generator": False, "checks": "first", "fast": False,
     }
     assert GaussianNoise(0.1).settings()["sigma"] == 0.1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from _attack_helpers import (
     accuracy,
@@ -152,3 +153,32 @@ def test_agreement_summary(model, test_set, capsys):
             print(f"\n[agreement] {name}: max|diff| = {_maxdiff(a, b):.3g}")
     for _, a, b in rows:
         assert _maxdiff(a, b) <= AGREE
+
+
+def test_paper_exact_train_mode_pgd_matches_the_reference_batchnorm_updates():
+    """In train mode the paper's ``attack_pgd`` runs a final selection forward even with one
+    restart: BatchNorm sees ``steps + 1`` adversarial batches. ``paper_exact=True`` does the
+    same (equal perturbation and running statistics); the default saves that forward."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(),
+                        nn.Linear(32, 10))
+    x = torch.rand(64, 1, 8, 8)
+    y = torch.arange(64) % 10
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+
+    def run(fn):
+        net.load_state_dict(start)
+        net.train()
+        torch.manual_seed(7)
+        out = fn()
+        return out, net[2].running_mean.clone(), int(net[2].num_batches_tracked)
+
+    ref, ref_mean, ref_n = run(lambda: rice_attack_pgd(net, x, y, 0.1, 0.025, 5, 1, "l_inf"))
+    exact, exact_mean, exact_n = run(lambda: PGD(net, eps=0.1, alpha=0.025, steps=5,
+                                                 model_mode="train", paper_exact=True)(x, y))
+    lean, lean_mean, lean_n = run(lambda: PGD(net, eps=0.1, alpha=0.025, steps=5,
+                                              model_mode="train")(x, y))
+    assert _maxdiff(exact, ref) <= AGREE and _maxdiff(lean, ref) <= AGREE  # same perturbation
+    assert ref_n == exact_n == 6 and lean_n == 5
+    assert torch.allclose(exact_mean, ref_mean, atol=1e-6)
+    assert not torch.allclose(lean_mean, ref_mean, atol=1e-4)  # the default differs here

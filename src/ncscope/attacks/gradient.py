@@ -95,6 +95,8 @@ class GradientAttack(Attack):
         self._fast_path = FastForward(self.name) if self.fast else None
         #: what the passes call: the model, or (``fast=True``) its attack twin
         self.forward_model: nn.Module | AttackTwin | None = model
+        #: Run the per-restart selection forward even with one restart (PGD's paper_exact).
+        self.selection_forward = False
 
     def settings(self) -> dict[str, Any]:
         """Name and every hyper-parameter (``fast`` included), JSON-serialisable."""
@@ -182,7 +184,7 @@ class GradientAttack(Attack):
                         new = torch.where(bview(active, nd), new, x_adv.detach())
                     x_adv = new
                 x_adv = x_adv.detach().clamp_(0.0, 1.0)  # (a no-op where the step clipped)
-                if self.restarts == 1:
+                if self.restarts == 1 and not self.selection_forward:
                     best_x = x_adv
                     continue
                 # keep, per example, the final perturbation with the highest objective

@@ -69,6 +69,10 @@ class PGD(GradientAttack):
         fast: run on the model's folded attack twin (eval mode only; see
             :class:`~ncscope.attacks.gradient.GradientAttack`); default ``False``: the model
             itself.
+        paper_exact: with one restart, still run the final selection forward of the paper's
+            ``attack_pgd`` (Rice et al. 2020; Su et al. 2024's code): the result is the same,
+            but in train mode BatchNorm then sees ``steps + 1`` adversarial batches per call,
+            as in the reference (default ``False``: ``steps`` batches, one forward saved).
 
     Efficiency and fidelity: gradients are taken with respect to the input only (parameters
     frozen; the cross-entropy on the reference's float path, so outputs match torchattacks and
@@ -108,10 +112,12 @@ class PGD(GradientAttack):
         generator: torch.Generator | None = None,
         checks: str = "first",
         fast: bool = False,
+        paper_exact: bool = False,
     ) -> None:
         super().__init__(model, model_mode=model_mode, seed=seed, generator=generator,
                          checks=checks, fast=fast)
         owner = self.name
+        self.selection_forward = check_bool(owner, "paper_exact", paper_exact)
         tm = threat_model(norm, eps, alpha, steps, self.step_rule, owner=owner)
         self.norm, self.eps, self.alpha, self.steps = tm.norm, tm.eps, tm.alpha, tm.steps
         self.random_start = check_bool(owner, "random_start", random_start)
@@ -138,6 +144,7 @@ class PGD(GradientAttack):
             "target_rule": self.target_rule if self.targeted else None,
             "early_stop": self.early_stop,
             "loss": self.loss,
+            "paper_exact": self.selection_forward,
         }
 
     # ---- hooks of the gradient loop ------------------------------------------------------

@@ -292,6 +292,7 @@ class AdversarialTraining(TrainingMode):
             model,
             random_start=cfg.random_start,
             restarts=cfg.restarts,
+            paper_exact=cfg.paper_exact,
             **attack_settings(cfg, generator),
         )
 

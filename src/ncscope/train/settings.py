@@ -110,6 +110,10 @@ class TrainSettings:
             with BatchNorm in eval mode (running statistics frozen at their initial 0/1, BN a
             learnable affine map). ``False`` (canonical TRADES) switches back to train mode for
             the update.
+        paper_exact: AT only. The training PGD also runs the reference code's final selection
+            forward with one restart (``PGD(paper_exact=True)``): in train mode BatchNorm then
+            sees ``steps + 1`` adversarial batches per attack, as in the paper's code
+            (default ``False``: ``steps``; the perturbation is the same).
         clean_forward: AT only. Run the paper's extra clean forward pass in train mode (no
             backward) after the adversarial one, for the logged clean training accuracy; as in
             the official code it also updates BN running statistics with clean batches.
@@ -174,6 +178,7 @@ class TrainSettings:
     trades_beta: float = 6.0
     bn_quirk: bool = False
     clean_forward: bool = True
+    paper_exact: bool = False
     # tracking
     track_every: int = 1
     track_epochs: list[int] | None = None
@@ -231,6 +236,7 @@ class TrainSettings:
             "fast_attacks",
             "bn_quirk",
             "clean_forward",
+            "paper_exact",
             "track_perturbed",
             "track_test",
             "track_test_attack",
