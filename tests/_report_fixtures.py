@@ -66,6 +66,9 @@ NET_TEST = {"st": {"clean": 0.96875, "pgd": 0.0625}, "at": {"clean": 0.875, "pgd
 ANGLE = {("st", "main"): {"pgd": 60.0, "pgd_targeted": 40.0},
          ("st", "strong"): {"pgd": 90.0, "pgd_targeted": 20.0},  # T4: targeted < untargeted
          ("at", "main"): {"pgd": 10.0, "pgd_targeted": 12.0}}  # T5: AT 10 < ST 60
+# Clean-vs-training-time-perturbation angle in the history (+ epoch index: the last epoch is
+# read): AT 10 + 2 = 12 < ST 60 + 2 = 62 (T5).
+HIST_ANGLE = {"st": 60.0, "at": 10.0}
 LEAP_PRED_WHEN_WRONG = 0.9375  # T4: ≥ 0.9 (ST strong, untargeted PGD, clean reference)
 
 
@@ -92,6 +95,9 @@ def _history() -> pd.DataFrame:
                         "nc4": scale * (nc4_c[i] if source == "clean" else 4 * nc4_c[i]),
                         "ncc_accuracy": 0.9, "net_accuracy": 0.95,
                     }
+                    if ref == "clean":  # clean-vs-perturbed mean angle (T5 reads it)
+                        metrics["simplex_angle"] = (0.0 if source == "clean" else
+                                                    HIST_ANGLE.get(run, 45.0) + i)
                     rows += [dict(run=run, epoch=epoch, layer="classifier:in", depth=0,
                                   source=source, split="train", reference=ref, group="label",
                                   metric=m, value=v) for m, v in metrics.items()]
