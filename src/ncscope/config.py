@@ -165,6 +165,42 @@ def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _show(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_show(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def config_keys(obj: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """``(key, value)`` of every field of a (nested) dataclass instance, sections dotted
+    (``train.epochs``), values as YAML would read them (``null``, ``true``, ``[64, 64]``)."""
+    out: list[tuple[str, str]] = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            out += config_keys(value, f"{prefix}{f.name}.")
+        else:
+            out.append((prefix + f.name, _show(value)))
+    return out
+
+
+def keys_help(obj: Any, title: str) -> str:
+    """The config keys of ``obj`` with their defaults, for a command's ``--help``."""
+    rows = config_keys(obj)
+    width = max(len(k) for k, _ in rows)
+    lines = [f"config keys ({title}; change with --set KEY=VALUE or a YAML --config; shipped "
+             "configs: `ncscope configs`):"]
+    return "\n".join([*lines, *(f"  {k:<{width}}  {v}" for k, v in rows)])
+
+
 CONFIG_PACKAGE = "ncscope.configs"
 
 

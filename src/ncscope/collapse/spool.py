@@ -12,6 +12,7 @@ are deleted on :meth:`TensorSpool.delete` (or when the context manager exits).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
+
+from ncscope.runs import file_mode
 
 __all__ = ["TensorSpool"]
 
@@ -59,6 +62,8 @@ class TensorSpool:
             _CREATED.add(base)  # removed again by the last spool's delete() when empty
         self.directory = base
         fd, name = tempfile.mkstemp(prefix=f"{prefix}-", suffix=".x", dir=base)
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, file_mode())  # the user's umask, not mkstemp's 0600
         os.close(fd)
         self.x_path = Path(name)
         self.y_path = self.x_path.with_suffix(".y")

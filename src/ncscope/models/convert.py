@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["load_reference_state_dict", "load_weights"]
+__all__ = ["load_reference_state_dict", "load_weights", "weight_mismatches"]
 
 
 def load_reference_state_dict(
@@ -55,7 +55,8 @@ def load_reference_state_dict(
 def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
     """Load a ``state_dict`` file, or the ``model`` entry of an ncscope training checkpoint,
     into ``model`` (``torch.load(weights_only=True)``; one-line errors for a missing, unreadable
-    or mismatching file). Returns ``model``."""
+    or mismatching file -- a mismatch names the first few missing, unexpected and mis-shaped
+    keys, :func:`weight_mismatches`). Returns ``model``."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"weights file {p} not found")
@@ -68,9 +69,31 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
         state = state["model"]
     if not isinstance(state, dict):
         raise ValueError(f"{p} holds {type(state).__name__}, not a state_dict")
+    problems = weight_mismatches(model, state)
+    if problems:
+        raise ValueError(f"{p} does not fit the model ({type(model).__name__}): {problems}")
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise ValueError(f"{p} does not fit the model: {first}") from None
+        first = str(exc).strip().splitlines()[0]
+        raise ValueError(f"{p} does not fit the model ({type(model).__name__}): {first}") from None
     return model
+
+
+def weight_mismatches(model: nn.Module, state: Mapping[str, object], shown: int = 3) -> str:
+    """One line naming the first ``shown`` missing, unexpected and mis-shaped keys of
+    ``state`` against ``model.state_dict()`` (``""`` when they match)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+              for k, v in state.items() if k in own and isinstance(v, torch.Tensor)
+              and tuple(v.shape) != tuple(own[k].shape)]
+
+    def few(keys: list[str]) -> str:
+        more = f" (+{len(keys) - shown} more)" if len(keys) > shown else ""
+        return ", ".join(keys[:shown]) + more
+
+    parts = [f"{what} {len(keys)} key(s): {few(keys)}" for what, keys in
+             (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shapes)) if keys]
+    return "; ".join(parts)

@@ -15,24 +15,25 @@ A checkpoint is a plain ``dict`` of tensors and Python scalars/containers (loada
   which drops rows of an epoch that was measured but not checkpointed before a crash);
 * ``config`` (``TrainConfig.to_dict()``), ``world_size``.
 
-Files are written atomically: a temporary file in the same folder, ``flush`` + ``fsync``,
-``os.replace``, then an ``fsync`` of the folder. :func:`load_checkpoint` turns every failure —
-missing, truncated, corrupt or foreign file — into a one-line :class:`CheckpointError`.
+Files are written atomically (:func:`ncscope.runs.atomic_write`): a temporary file in the same
+folder, ``flush`` + ``fsync``, ``os.replace``, then an ``fsync`` of the folder; they get the
+user's umask. :func:`load_checkpoint` turns every failure — missing, truncated, corrupt or
+foreign file — into a one-line :class:`CheckpointError`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import re
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from ncscope.runs import atomic_write
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -60,40 +61,14 @@ class CheckpointError(RuntimeError):
     """A checkpoint cannot be used (missing, truncated, corrupt, foreign or mismatched)."""
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not supported on every platform/file system
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, replace)."""
-    _atomic_write(Path(path), lambda fh: fh.write(data))
+    atomic_write(Path(path), lambda fh: fh.write(data))
 
 
 def atomic_torch_save(path: str | os.PathLike[str], obj: Any) -> None:
     """``torch.save(obj)`` to ``path`` atomically (temp file, fsync, replace)."""
-    _atomic_write(Path(path), lambda fh: torch.save(obj, fh))
+    atomic_write(Path(path), lambda fh: torch.save(obj, fh))
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -181,7 +156,7 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path
     """Write ``state`` (plus format/version tags) atomically to ``path``; returns the path."""
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
     path = Path(path)
-    _atomic_write(path, lambda fh: torch.save(payload, fh))
+    atomic_write(path, lambda fh: torch.save(payload, fh))
     return path
 
 

@@ -1,18 +1,41 @@
-"""Process set-up of a training run: device, threads, determinism, DDP and global seeds."""
+"""Process set-up of a training run: device, threads, determinism, DDP and global seeds; the
+checks run before a run folder is created (device exists, model fits the data)."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+from torch.utils.data import Dataset
 
 from ncscope.train.config import TrainConfig
 from ncscope.train.distributed import DistInfo, cleanup_distributed, setup_distributed
 
-__all__ = ["resolve_device", "seed_globals", "training_runtime"]
+__all__ = ["check_device", "probe_forward", "probe_sections", "resolve_device",
+           "seed_globals", "training_runtime"]
+
+
+def check_device(name: str, key: str = "device") -> None:
+    """Raise a one-line ``RuntimeError`` naming ``key`` when device ``name`` does not exist
+    here (``cuda`` without CUDA, ``cuda:3`` on a machine with fewer GPUs, a bad name)."""
+    if name in ("auto", "cpu"):
+        return
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise RuntimeError(f"{key}={name!r} is not a device (use cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"{key}={name!r} but CUDA is not available here "
+                               "(use device=cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise RuntimeError(f"{key}={name!r} but only {torch.cuda.device_count()} CUDA "
+                               "device(s) exist")
 
 
 def resolve_device(name: str, info: DistInfo) -> torch.device:
@@ -20,13 +43,46 @@ def resolve_device(name: str, info: DistInfo) -> torch.device:
     DDP ``"cuda"`` is this process's ``local_rank``. Asking for CUDA without it is an error."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    check_device(name)
     if name == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("device='cuda' but CUDA is not available (use device='cpu')")
         return torch.device("cuda", info.local_rank if info.active else torch.cuda.current_device())
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device={name!r} but CUDA is not available (use device='cpu')")
     return torch.device(name)
+
+
+def probe_forward(model: nn.Module, data: Dataset, device: torch.device | str, *,
+                  what: str = "the model") -> None:
+    """One forward pass of two training samples (eval mode, no gradients, no random numbers
+    drawn; every module's mode restored): a model that does not fit the data raises a
+    one-line ``ValueError`` here, before any folder is created."""
+    from ncscope.train.tracking import fetch_batch
+
+    n = len(data)  # type: ignore[arg-type]
+    x, _ = fetch_batch(data, [0, min(1, n - 1)])
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x.to(device))
+    except Exception as exc:  # noqa: BLE001 - any failure means the shapes do not fit
+        text = str(exc).strip().splitlines()
+        first = text[0] if text else type(exc).__name__
+        raise ValueError(f"{what} does not fit the data (input shape "
+                         f"{tuple(x.shape[1:])}): {first}") from None
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+
+
+def probe_sections(data: Any, model: Any) -> tuple[Dataset, nn.Module]:
+    """Load the training split of a ``data`` section, build the ``model`` section for it
+    (the global random state is left untouched) and :func:`probe_forward` it; the error of a
+    mismatch names ``model.name`` and ``data.dataset``. Returns ``(train_set, model)``."""
+    train_set = data.load("train")
+    with torch.random.fork_rng(devices=[]):
+        net = model.build(getattr(train_set, "info", None) or data.dataset)
+    probe_forward(net, train_set, "cpu", what=f"model.name={model.resolved_name(data.dataset)}"
+                  f" on data.dataset={data.dataset}")
+    return train_set, net
 
 
 def seed_globals(seed: int) -> None:
@@ -49,6 +105,7 @@ def training_runtime(config: TrainConfig) -> Iterator[tuple[DistInfo, torch.devi
     prev_det = torch.are_deterministic_algorithms_enabled()
     prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
     dev = config.device
+    check_device(dev)  # before joining a process group or touching anything
     cuda = dev.startswith("cuda") or (dev == "auto" and torch.cuda.is_available())
     info = setup_distributed("cuda" if cuda else "cpu")
     try:

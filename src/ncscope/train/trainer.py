@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from ncscope.attacks import Attack
 from ncscope.models import as_dataset, find_classifier
+from ncscope.runs import RunFolder
 from ncscope.train.checkpoint import (
     CheckpointError,
     checkpoint_path,
@@ -55,6 +56,7 @@ from ncscope.train.run_folder import (
     append_timing,
     check_resume_config,
     check_run_dir,
+    failed,
     prepare_run_dir,
     resume_path,
     save_final_model,
@@ -214,7 +216,8 @@ class Trainer:
         ``resume``: ``True`` continues from the newest checkpoint in ``out_dir/checkpoints``
         (a fresh start when there is none), a path continues from that file. A corrupt,
         truncated or foreign checkpoint raises :class:`CheckpointError` before anything is
-        written.
+        written. The run folder follows :mod:`ncscope.runs`; Ctrl-C raises
+        :class:`ncscope.runs.Interrupted` (the epoch, whether a checkpoint can be resumed).
         """
         with training_runtime(self.config) as (self.dist, self.device):
             return self._fit(resume)
@@ -228,8 +231,8 @@ class Trainer:
         state = None
         if ckpt_file is not None:
             state = load_checkpoint(ckpt_file)  # CPU: RNG states must stay CPU tensors
-        check_run_dir(
-            self.run_dir,
+        check_run_dir(  # rank 0 owns the folder: others must not see its first files
+            self.run_dir if info.is_main else None,
             overwrite=cfg.overwrite,
             resuming=state is not None,
             wanted=resume is not False,
@@ -243,7 +246,9 @@ class Trainer:
         _ = self.tracker  # validates the classifier / layers before any training
         writer = None
         if self.run_dir is not None and info.is_main:
-            writer = prepare_run_dir(self.run_dir, cfg, self.rows, fresh=state is None)
+            writer, folder = prepare_run_dir(self.run_dir, cfg, self.rows, fresh=state is None,
+                                             epoch=self.epoch)
+            self._folder = folder if state is None else None
         if info.active:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -259,8 +264,14 @@ class Trainer:
         return writer
 
     def _fit(self, resume: bool | str | os.PathLike[str]) -> TrainResult:
+        self._folder: RunFolder | None = None  # claimed by a fresh start, until an epoch ends
+        try:
+            return self._loop(self._start(resume))
+        except BaseException as exc:  # leave no folder without a result; say where Ctrl-C hit
+            raise failed(exc, self._folder, self.run_dir, self.epoch, self.config) from None
+
+    def _loop(self, writer: HistoryWriter | None) -> TrainResult:
         cfg, info = self.config, self.dist
-        writer = self._start(resume)
         show = cfg.progress and info.is_main and sys.stderr.isatty()
         for cb in self.callbacks:
             cb.on_fit_start(self)
@@ -305,6 +316,7 @@ class Trainer:
                 self.timings.append(timing)
                 if self.run_dir is not None and info.is_main:
                     append_timing(self.run_dir, timing)
+                self._folder = None  # a result exists: the folder is kept from now on
                 bar.update(1)
                 bar.set_postfix(loss=f"{logs['run_loss']:.3g}", lr=f"{logs['lr']:.3g}")
                 for cb in self.callbacks:

@@ -17,7 +17,6 @@ attack mostly succeeds, for the leap). Tables written into the study folder (sch
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import sys
 import time
@@ -28,7 +27,6 @@ from typing import Any
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ncscope.attacks import PGD, threat_model
 from ncscope.collapse import FeatureTaps
@@ -42,7 +40,8 @@ from ncscope.experiments.studies.su2024 import claims as su_claims
 from ncscope.experiments.studies.su2024 import figures as su_figures
 from ncscope.models import load_weights, penultimate_layer
 from ncscope.models.config import ModelConfig
-from ncscope.train import TrainConfig, TrainSettings, train
+from ncscope.train import TrainConfig, TrainSettings
+from ncscope.train.pool import train_many
 from ncscope.train.tracking import fetch_batch, labels_of
 
 RUNS = ("st", "at", "trades", "trades_bnquirk")
@@ -99,7 +98,7 @@ class Su2024Config:
             track_fresh_attack=mode == "st", track_perturbed=mode != "st",
             track_test=True, track_test_attack=True,
             out_dir=str(folder / run), overwrite=True,
-            checkpoint_every=max(t.epochs // 4, 1), threads=self.threads, progress=False,
+            checkpoint_every=1, threads=self.threads, progress=False,
         )
 
     def analyze_at(self, eps: float) -> AnalyzeSettings:
@@ -110,14 +109,6 @@ class Su2024Config:
 
 
 QUICK = {"train.epochs": 4, "train.track_every": 2, "points_per_class": 5}
-
-
-def _train_worker(args: tuple[Su2024Config, str, str]) -> tuple[str, float]:
-    cfg, run, folder = args
-    torch.set_num_threads(cfg.threads)
-    t0 = time.perf_counter()
-    train(cfg.train_config(run, Path(folder)))
-    return run, time.perf_counter() - t0
 
 
 def _load_model(cfg: Su2024Config, folder: Path, run: str, info: DatasetInfo) -> nn.Module:
@@ -175,21 +166,15 @@ def run(cfg: Su2024Config, folder: Path, progress: bool = True) -> dict[str, Any
     t_start = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
-    show = progress and cfg.progress and sys.stderr.isatty()
+    on = progress and cfg.progress
+    show = on and sys.stderr.isatty()
 
-    # 1. Train (several processes, each single-threaded).
-    jobs = [(cfg, r, str(folder)) for r in cfg.runs]
-    timings: dict[str, float] = {}
-    if cfg.workers > 1 and len(jobs) > 1:
-        with mp.get_context("spawn").Pool(min(cfg.workers, len(jobs))) as pool:
-            results = list(tqdm(pool.imap(_train_worker, jobs, chunksize=1), total=len(jobs),
-                                desc=f"train {', '.join(cfg.runs)}", unit="run",
-                                disable=not show))
-    else:
-        results = [_train_worker(j) for j in tqdm(jobs, desc="train", unit="run",
-                                                   disable=not show)]
-    for r, secs in results:
-        timings[f"train:{r}"] = secs
+    # 1. Train (several processes, each single-threaded); a rerun continues every run from
+    # its newest checkpoint (a finished run only reloads its weights).
+    runs = {r: cfg.train_config(r, folder) for r in cfg.runs}
+    trained = train_many(runs, workers=cfg.workers, threads=cfg.threads, label="su2024",
+                         progress="bars" if show else "lines" if on else "off")
+    timings = {f"train:{r}": secs for r, secs in trained.items()}
     history = pd.concat([pd.read_csv(folder / r / "history.csv").assign(run=r)
                          for r in cfg.runs], ignore_index=True)
     history = typed(history[["run", *[c for c in history.columns if c != "run"]]])
@@ -214,6 +199,9 @@ def run(cfg: Su2024Config, folder: Path, progress: bool = True) -> dict[str, Any
                                              classifier=cfg.model.classifier,
                                              progress=show)
             timings[f"analyze:{r}:{eps_name}"] = time.perf_counter() - t0
+            if on and not show:
+                print(f"su2024 {r}: analysed at {eps_name} ε={eps:g}  "
+                      f"{timings[f'analyze:{r}:{eps_name}']:.1f} s", file=sys.stderr, flush=True)
             df.insert(0, "eps_name", eps_name)
             df.insert(0, "run", r)
             frames.append(df)
