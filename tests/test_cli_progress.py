@@ -111,7 +111,9 @@ def test_ctrl_c_during_train_then_resume(tmp_path) -> None:
                           timeout=300)
     assert done.returncode == 0, done.stderr
     epochs = [json.loads(t)["epoch"] for t in timings.read_text().splitlines()]
-    assert epochs == list(range(1, 151))  # one run, each epoch once
+    # one run, each epoch at most once (a Ctrl-C between a checkpoint and its timing line
+    # loses that line)
+    assert epochs == sorted(set(epochs)) and epochs[-1] == 150 and len(epochs) >= 149
 
 
 @pytest.mark.slow
@@ -144,5 +146,6 @@ def test_reproduce_progress_ctrl_c_and_resume(tmp_path) -> None:
     for r in ("st", "at"):
         epochs = [json.loads(t)["epoch"] for t in
                   (out / "su2024" / r / "timings.jsonl").read_text().splitlines()]
-        assert epochs == list(range(1, 9))
+        assert epochs == sorted(set(epochs)) and epochs[-1] == 8 and len(epochs) >= 7
     assert Path(out / "su2024" / "study.json").is_file()
+    assert not list((out / "su2024").glob("*.old-*"))  # every run continued, none restarted

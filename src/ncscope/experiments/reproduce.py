@@ -129,8 +129,10 @@ def reproduce(
         out.check(overwrite=overwrite, resume_hint="continue it with --resume")
         out.claim(overwrite=overwrite)
     results: dict[str, Any] = {}
+    current = chosen[0].name
     try:
         for study in chosen:
+            current = study.name
             results[study.name] = _run_study(study, configs[study.name], out.path / study.name,
                                              quick=quick, progress=progress, resume=resume)
     except BaseException as exc:
@@ -138,7 +140,7 @@ def reproduce(
             out.abandon([f"{s.name}/config.yaml" for s in chosen])
         if isinstance(exc, KeyboardInterrupt):
             done = ", ".join(results) or "none"
-            what = exc.detail if isinstance(exc, Interrupted) else "while starting"
+            what = exc.detail if isinstance(exc, Interrupted) else f"in study {current}"
             raise Interrupted(f"{what}; finished studies: {done}",
                               resumable=out.path.is_dir()) from None
         raise
