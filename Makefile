@@ -21,13 +21,16 @@ $(VENV)/.dev: $(VENV)/.core
 	$(PIP) install -q -e '.[dev]'
 	# torchattacks is a test-time reference only; --no-deps keeps torchvision out.
 	$(PIP) install -q --no-deps 'torchattacks==3.5.1' requests
+	# The autoattack extra (pyautoattack, no dependencies of its own) when the registry can be
+	# reached; without it the AutoAttack tests skip.
+	-@$(PIP) install -q --no-deps 'pyautoattack==0.2.0' >/dev/null 2>&1 || true
 	touch $@
 
 venv: $(VENV)/.core
 dev: $(VENV)/.dev
 
 demo: $(VENV)/.core
-	$(PY) -m ncscope reproduce --config digits
+	$(PY) -m ncscope reproduce --config digits --overwrite
 
 test: $(VENV)/.dev
 	$(PY) -m ruff check src tests benchmarks
