@@ -8,6 +8,8 @@ One module per family:
 * :mod:`~ncscope.attacks.trades` — :class:`TRADES` inner maximisation (Zhang et al., ICML 2019);
 * :mod:`~ncscope.attacks.noise` — :class:`GaussianNoise`, :class:`GaussianL2`,
   :class:`RandomSign`, :class:`UniformLinf` (the noise controls of Su et al. 2024);
+* :mod:`~ncscope.attacks.autoattack` — :class:`AutoAttackSource`, AutoAttack (Croce & Hein,
+  ICML 2020) through the optional ``pyautoattack`` package, the robust-accuracy reference;
 * :mod:`~ncscope.attacks.sanity` — gradient-masking flags (Croce & Hein, ICML 2020) and
   :func:`audit`;
 * :mod:`~ncscope.attacks.fast` — :class:`AttackTwin`, what gradient attacks run with
@@ -34,6 +36,7 @@ from typing import Any
 
 from torch import nn
 
+from ncscope.attacks.autoattack import AutoAttackReport, AutoAttackSource
 from ncscope.attacks.base import CHECK_LEVELS, Attack, AttackReport
 from ncscope.attacks.fast import AttackTwin, twin_for
 from ncscope.attacks.fgsm import FGSM
@@ -100,6 +103,8 @@ __all__ = [
     "AttackReport",
     "AttackSanityWarning",
     "AttackTwin",
+    "AutoAttackReport",
+    "AutoAttackSource",
     "GaussianL2",
     "GaussianNoise",
     "GradientAttack",

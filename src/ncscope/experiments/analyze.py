@@ -34,6 +34,7 @@ from torch import nn
 from ncscope.attacks import (
     PGD,
     Attack,
+    AutoAttackSource,
     GaussianL2,
     GaussianNoise,
     RandomSign,
@@ -51,8 +52,13 @@ from ncscope.models.adapters import OutputFn
 from ncscope.models.config import ModelConfig
 
 DEFAULT_SOURCES = ("clean", "pgd", "pgd_targeted", "gaussian", "random_sign")
+#: Sources built by name only when asked for: ``autoattack`` (Croce & Hein, ICML 2020) needs the
+#: optional ``pyautoattack`` package (``pip install 'ncscope[autoattack]'``) and costs far more
+#: than PGD.
+OPTIONAL_SOURCES = ("autoattack",)
 __all__ = [
     "DEFAULT_SOURCES",
+    "OPTIONAL_SOURCES",
     "LONG_COLUMNS",
     "AnalyzeConfig",
     "AnalyzeSettings",
@@ -85,10 +91,10 @@ class AnalyzeSettings:
     fast_attacks: bool = False
 
     def __post_init__(self) -> None:
-        unknown = [s for s in self.sources if s not in DEFAULT_SOURCES]
+        valid = DEFAULT_SOURCES + OPTIONAL_SOURCES
+        unknown = [s for s in self.sources if s not in valid]
         if unknown:
-            raise ValueError(f"unknown sources {unknown}; valid names: "
-                             f"{', '.join(DEFAULT_SOURCES)}")
+            raise ValueError(f"unknown sources {unknown}; valid names: {', '.join(valid)}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {self.batch_size}")
         if self.restarts < 1:
@@ -140,7 +146,7 @@ def run_analyze(cfg: AnalyzeConfig, *, progress: bool = True) -> pd.DataFrame:
 def default_sources(
     model: nn.Module, eps: float | None = None, *, steps: int | None = None,
     alpha: float | None = None, seed: int = 0, norm: str = "linf", input_dim: int | None = None,
-    fast: bool = False, restarts: int = 1,
+    fast: bool = False, restarts: int = 1, autoattack: bool = False,
 ) -> dict[str, Attack | None]:
     """The paper's perturbation sources at radius ``eps`` (pixel units).
 
@@ -151,7 +157,9 @@ def default_sources(
     rescaled to ℓ2 norm ``eps`` (ℓ2);
     ``random_sign``: a random corner of the ℓ∞ ball (ℓ∞) or of the cube whose corners have ℓ2
     norm ``eps`` (ℓ2; needs ``input_dim``). ``clean`` is ``None`` (no attack). ``fast``: the
-    PGD sources run with ``fast=True`` (:mod:`ncscope.attacks.fast`).
+    PGD sources run with ``fast=True`` (:mod:`ncscope.attacks.fast`). ``autoattack=True`` adds
+    ``autoattack``: standard AutoAttack at the same ``eps`` and ``norm``
+    (:class:`~ncscope.attacks.AutoAttackSource`; needs ``pip install 'ncscope[autoattack]'``).
     """
     tm = threat_model(norm, eps, alpha, steps, owner="analyze")
     eps, norm = tm.eps, tm.norm
@@ -171,6 +179,8 @@ def default_sources(
     }
     if sign is not None:
         out["random_sign"] = sign
+    if autoattack:
+        out["autoattack"] = AutoAttackSource(model, eps, norm=norm, seed=seed + 4)
     return out
 
 
@@ -209,9 +219,10 @@ def analyze(
         layers: layer specs (names / globs, ``":in"`` for inputs); default: the model's
             ``default_taps`` plus the penultimate features, repeats removed
             (:func:`ncscope.collapse.choose.choose_layers`).
-        sources: names from :data:`DEFAULT_SOURCES` (built by :func:`default_sources` at
-            ``eps``) or a mapping ``name -> Attack`` (``None`` for clean; any callable
-            ``x, y -> x'`` works); a targeted source is grouped by target in its own view.
+        sources: names from :data:`DEFAULT_SOURCES` and :data:`OPTIONAL_SOURCES` (built by
+            :func:`default_sources` at ``eps``; ``"autoattack"`` is opt-in) or a mapping
+            ``name -> Attack`` (``None`` for clean; any callable ``x, y -> x'`` works); a
+            targeted source is grouped by target in its own view.
         test_data: optional test split: clean/robust accuracy and NCC accuracy around the clean
             *training* means.
         eps, norm, alpha, steps, restarts: threat model of the default PGD sources (see
@@ -239,7 +250,7 @@ def analyze(
     if not isinstance(sources, Mapping):
         builders = default_sources(model, eps, steps=steps, alpha=alpha, seed=seed, norm=norm,
                                    input_dim=int(probe[0].numel()), fast=fast_attacks,
-                                   restarts=restarts)
+                                   restarts=restarts, autoattack="autoattack" in sources)
         unknown = [s for s in sources if s not in builders]
         if unknown:
             raise ValueError(

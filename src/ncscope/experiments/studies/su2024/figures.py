@@ -223,23 +223,47 @@ def figures(folder: Path) -> list[tuple[Path, str]]:
     return figs
 
 
+#: PGD's robust accuracy above AutoAttack's by more than this (fraction) flags the model.
+MASKING_GAP = 0.05
+
+
+def _autoattack_flag(pgd: float, aa: float) -> str:
+    """The sanity rule of AutoAttack as the reference (Croce & Hein, ICML 2020): its robust
+    accuracy is an upper bound that a stronger attack can only lower, so above PGD's it signals
+    a broken evaluation, and far below PGD's (more than 5 points) it suggests that PGD's
+    gradients are masked."""
+    if np.isnan(pgd) or np.isnan(aa):
+        return ""
+    if aa > pgd + 1e-12:
+        return "AutoAttack > PGD (sanity failure)"
+    if pgd - aa > MASKING_GAP:
+        return "PGD - AutoAttack > 5 points (possible gradient masking)"
+    return ""
+
+
 def _accuracy_table(analysis: pd.DataFrame) -> pd.DataFrame:
     a = analysis[analysis["class"].isna() & (analysis.eps_name == "main")
                  & (analysis.split == "test") & (analysis.reference == "clean")
                  & (analysis.group == "label")]
     a = a[a.depth == a.groupby("run").depth.transform("max")]
+    with_aa = bool((a.source == "autoattack").any())
     rows = []
     for run, r in a.groupby("run", sort=False):
         def val(source: str, metric: str, r: pd.DataFrame = r) -> float:
             s = r[(r.source == source) & (r.metric == metric)]
             return float(s.value.iloc[0]) if len(s) else float("nan")
 
-        rows.append({"run": run, "eps": float(r[r.source == "pgd"].eps.iloc[0])
-                     if "eps" in r and (r.source == "pgd").any() else float("nan"),
-                     "clean test acc": val("clean", "net_accuracy"),
-                     "PGD test acc": val("pgd", "net_accuracy"),
-                     "NCC clean test acc": val("clean", "ncc_accuracy"),
-                     "NCC PGD test acc": val("pgd", "ncc_accuracy")})
+        row = {"run": run, "eps": float(r[r.source == "pgd"].eps.iloc[0])
+               if "eps" in r and (r.source == "pgd").any() else float("nan"),
+               "clean test acc": val("clean", "net_accuracy"),
+               "PGD test acc": val("pgd", "net_accuracy")}
+        if with_aa:
+            row["AutoAttack test acc"] = val("autoattack", "net_accuracy")
+            row["AutoAttack check"] = _autoattack_flag(row["PGD test acc"],
+                                                       row["AutoAttack test acc"])
+        row.update({"NCC clean test acc": val("clean", "ncc_accuracy"),
+                    "NCC PGD test acc": val("pgd", "ncc_accuracy")})
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
