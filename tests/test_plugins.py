@@ -4,6 +4,7 @@ section. (New metrics: tests/test_sweep.py; new modes and losses: tests/test_tra
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,12 +97,13 @@ class ToyConfig:
     analyze: AnalyzeSettings = field(default_factory=lambda: AnalyzeSettings(
         eps=0.05, steps=2, sources=["clean", "pgd"]))
     epochs: int = 3
+    seed: int = 0
 
 
 def _toy_run(cfg: ToyConfig, folder: Path, progress: bool = True) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     res = train(TrainConfig(data=cfg.data, model=cfg.model, epochs=cfg.epochs, lr=0.1,
-                            batch_size=16,
+                            batch_size=16, seed=cfg.seed,
                             track_test_attack=False, progress=False))
     table = cfg.analyze.measure(res.model, cfg.data.load("train"), cfg.data.load("test"),
                                 progress=False)
@@ -114,7 +116,7 @@ def _toy_claims(folder: Path) -> list[Claim]:
     sel = a[(a.source == "clean") & (a.split == "test") & (a.metric == "ncc_accuracy")]
     acc = float(sel.value.iloc[-1])
     return [Claim("C1", "Blobs are separable at the last layer", "NCC test accuracy ≥ 0.9",
-                  {"ncc_test_acc": acc}, acc >= 0.9)]
+                  {"ncc_test_acc": acc}, acc >= 0.9, margin=(acc - 0.9) / 0.9)]
 
 
 def test_registered_study_runs_under_reproduce(tmp_path, capsys) -> None:
@@ -124,7 +126,8 @@ def test_registered_study_runs_under_reproduce(tmp_path, capsys) -> None:
             name="toy", title="Toy study", paper="tests", config=ToyConfig, run=_toy_run,
             claims=_toy_claims, figures=lambda folder: [],
             tables=lambda folder: [("analysis", pd.read_csv(folder / "analysis.csv").head())],
-            quick={"epochs": 1}))
+            quick={"epochs": 1},
+            with_seed=lambda cfg, seed: dataclasses.replace(cfg, seed=seed)))
     try:
         assert main(["reproduce", "toy", "--set", "epochs=6", "--out", str(tmp_path),
                      "--quiet"]) == 0
@@ -136,5 +139,19 @@ def test_registered_study_runs_under_reproduce(tmp_path, capsys) -> None:
         assert "id='toy'" in page and "Toy study" in page
         # A second study run into the same folder joins the report index.
         assert main(["report", str(tmp_path)]) == 0
+        # --seeds N: every seed in its folder, verdicts "holds in k of N" with margins.
+        seeds = tmp_path / "seeds"
+        assert main(["reproduce", "toy", "--set", "epochs=6", "--seeds", "2", "--out",
+                     str(seeds), "--quiet"]) == 0
+        printed = capsys.readouterr().out
+        assert "C1  holds in 2 of 2 seeds" in printed and "margin +" in printed
+        table = pd.read_csv(seeds / "toy-seeds.csv")
+        assert table.verdict[0] == "holds in 2 of 2 seeds" and table.margin_min[0] >= 0
+        for k in (0, 1):
+            meta = json.loads((seeds / f"toy-seed{k}" / "study.json").read_text())
+            assert meta["seed"] == k
+        page = (seeds / "report.html").read_text()
+        assert "Claims of toy over 2 seeds" in page and "id='toy-seed1'" in page
+        assert main(["reproduce", "toy", "--seeds", "0", "--out", str(tmp_path / "z")]) == 2
     finally:
         STUDIES.pop("toy", None)

@@ -220,6 +220,11 @@ def test_rule_variant(name: str) -> None:
     assert claims[cid].holds is expected, (name, claims[cid].numbers)
     others = {k: c.holds for k, c in claims.items() if k != cid}
     assert others == dict.fromkeys(others, True), name
+    # the margin's sign agrees with the verdict (0 on a boundary: holds for ≤, not for <)
+    m = claims[cid].margin
+    assert m is not None and (m >= 0 if expected else m <= 0), (name, m)
+    if "boundary" in name:
+        assert m == pytest.approx(0.0, abs=1e-12), (name, m)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,8 +41,12 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     out = args.out or ("runs/reproduce-quick" if args.quick else "runs/reproduce")
     results = reproduce(args.studies, config=args.config, overrides=args.set, out_dir=out,
                         quick=args.quick, progress=not args.quiet, overwrite=args.overwrite,
-                        resume=args.resume)
+                        resume=args.resume, seeds=args.seeds)
     report = build_report(out)
+    if args.seeds > 1:
+        _print_seeds(results, args.seeds, Path(out), args.quick)
+        print(f"report: {report}")
+        return 0
     for name, summary in results.items():
         table = claims_frame(summary["claims"])
         banner = "  [--quick profile: a smoke run, not evidence]" if args.quick else ""
@@ -56,6 +60,26 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
               f"{Path(out) / name}")
     print(f"report: {report}")
     return 0
+
+
+def _print_seeds(results: dict, seeds: int, out: Path, quick: bool) -> None:
+    """The claims of every study across its seeds: holds in k of N, margins, mean ± std."""
+    from ncscope.experiments.studies import aggregate_claims
+
+    studies = dict.fromkeys(key.rsplit("-seed", 1)[0] for key in results)
+    for name in studies:
+        table = aggregate_claims({s: results[f"{name}-seed{s}"]["claims"]
+                                  for s in range(seeds)})
+        table.to_csv(out / f"{name}-seeds.csv", index=False)
+        banner = "  [--quick profile: a smoke run, not evidence]" if quick else ""
+        print(f"\nClaims of {name} over {seeds} seeds:{banner}")
+        for row in table.itertuples(index=False):
+            margin = ("n/a" if row.margin_mean is None else
+                      f"{row.margin_mean:+.3g} (min {row.margin_min:+.3g}, max "
+                      f"{row.margin_max:+.3g})")
+            print(f"  {row.id}  {row.verdict:22s} margin {margin}  {row.claim}\n"
+                  f"      per seed: {row.per_seed}\n      {row.numbers}")
+        print(f"\ntable: {out / f'{name}-seeds.csv'}")
 
 
 # ------------------------------------------------------------------------------ train
@@ -239,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("studies", nargs="*", metavar="STUDY", help="study names, or 'all'")
     _config_args(r, _reproduce_keys)
     r.add_argument("--quick", action="store_true", help="few epochs: a smoke run, not evidence")
+    r.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="repeat each study with seeds 0..N-1; claims say 'holds in k of N'")
     r.add_argument("--out", help="run folder (default runs/reproduce)")
     r.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in --out (same config): finished studies "

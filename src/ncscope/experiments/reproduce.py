@@ -105,8 +105,13 @@ def reproduce(
     progress: bool = True,
     overwrite: bool = False,
     resume: bool = False,
+    seeds: int = 1,
 ) -> dict[str, Any]:
     """Run the chosen studies into ``out_dir``; return ``{study: summary}``.
+
+    ``seeds > 1`` repeats each study with seeds ``0 .. seeds-1`` (the study's ``with_seed``)
+    into ``<out>/<study>-seed<k>/`` and returns them as ``{"<study>-seed<k>": summary}``;
+    :func:`ncscope.experiments.studies.aggregate_claims` gives "holds in k of N".
 
     ``config`` and ``overrides`` apply to every chosen study (give one study when they are
     study-specific). Every config is loaded and checked before anything runs. A fresh run
@@ -117,7 +122,14 @@ def reproduce(
     """
     if resume and overwrite:
         raise RunFolderError("--resume and --overwrite exclude each other")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"--seeds must be an integer >= 1; got {seeds!r}")
+    if seeds > 1 and resume:
+        raise RunFolderError("--resume continues one seed; run --seeds N without --resume")
     chosen = select_studies(studies)
+    no_seed = [s.name for s in chosen if seeds > 1 and s.with_seed is None]
+    if no_seed:
+        raise ValueError(f"--seeds {seeds}: study {', '.join(no_seed)} runs with one seed only")
     configs = {s.name: study_config(s, config, overrides, quick) for s in chosen}
     for cfg in configs.values():
         preflight(cfg)
@@ -133,8 +145,17 @@ def reproduce(
     try:
         for study in chosen:
             current = study.name
-            results[study.name] = _run_study(study, configs[study.name], out.path / study.name,
-                                             quick=quick, progress=progress, resume=resume)
+            if seeds == 1:
+                results[study.name] = _run_study(study, configs[study.name],
+                                                 out.path / study.name, quick=quick,
+                                                 progress=progress, resume=resume)
+                continue
+            for seed in range(seeds):
+                key = f"{study.name}-seed{seed}"
+                current = key
+                results[key] = _run_study(study, study.with_seed(configs[study.name], seed),
+                                          out.path / key, quick=quick, progress=progress,
+                                          resume=False, seed=seed)
     except BaseException as exc:
         if not resume:
             out.abandon([f"{s.name}/config.yaml" for s in chosen])
@@ -148,7 +169,7 @@ def reproduce(
 
 
 def _run_study(study: Study, cfg: Any, folder: Path, *, quick: bool, progress: bool,
-               resume: bool) -> dict[str, Any]:
+               resume: bool, seed: int | None = None) -> dict[str, Any]:
     """Run one study into ``folder`` (kept as it is when a resumed run had finished it)."""
     if resume and (folder / "study.json").is_file():
         summary_file = folder / "summary.json"
@@ -161,6 +182,7 @@ def _run_study(study: Study, cfg: Any, folder: Path, *, quick: bool, progress: b
     claims = study.claims(folder)
     (folder / "claims.json").write_text(json.dumps([c.to_dict() for c in claims], indent=2))
     claims_frame(claims).to_csv(folder / "claims.csv", index=False)
-    (folder / "study.json").write_text(json.dumps({"study": study.name, "quick": quick}))
+    (folder / "study.json").write_text(json.dumps({"study": study.name, "quick": quick,
+                                                   "seed": seed}))
     summary["claims"] = claims
     return summary

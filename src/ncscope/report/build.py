@@ -9,16 +9,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ncscope.experiments.studies import claims_frame, get_study
+from ncscope.experiments.studies import aggregate_claims, claims_frame, get_study
 from ncscope.report.html import Section, write_report
 
 
-def study_folders(run_dir: Path) -> list[tuple[str, Path, bool]]:
-    """``(study, folder, quick)`` of every study run under ``run_dir``, in name order."""
+def study_folders(run_dir: Path) -> list[tuple[str, Path, bool, int | None]]:
+    """``(study, folder, quick, seed)`` of every study run under ``run_dir``, in name order
+    (``seed`` is set for the repetitions of ``ncscope reproduce --seeds N``)."""
     found = []
     for marker in sorted(run_dir.glob("*/study.json")):
         meta = json.loads(marker.read_text())
-        found.append((meta["study"], marker.parent, bool(meta.get("quick", False))))
+        found.append((meta["study"], marker.parent, bool(meta.get("quick", False)),
+                      meta.get("seed")))
     return found
 
 
@@ -32,7 +34,8 @@ def build_report(run_dir: str | Path) -> Path:
             "first"
         )
     sections = []
-    for name, folder, quick in found:
+    by_seed: dict[str, dict[int, list]] = {}
+    for name, folder, quick, seed in found:
         study = get_study(name)
         claims = study.claims(folder)
         (folder / "claims.json").write_text(json.dumps([c.to_dict() for c in claims],
@@ -41,8 +44,12 @@ def build_report(run_dir: str | Path) -> Path:
         figures = study.figures(folder)
         files = sorted(str(p.relative_to(run)) for p in folder.rglob("*") if p.is_file()
                        and p.suffix in (".csv", ".json", ".jsonl", ".png", ".svg"))
-        sections.append(Section(name=name, title=study.title, paper=study.paper,
+        if seed is not None:
+            by_seed.setdefault(name, {})[int(seed)] = claims
+        sections.append(Section(name=folder.name, title=study.title, paper=study.paper,
                                 intro=study.describe(folder), claims=claims, figures=figures,
                                 tables=study.tables(folder), files=files, quick=quick))
+    across = [(f"{name} over {len(claims)} seeds", aggregate_claims(claims))
+              for name, claims in by_seed.items() if len(claims) > 1]
     return write_report(run / "report.html", title="ncscope reproduce — Neural Collapse under "
-                        "attack and adversarial training", sections=sections)
+                        "attack and adversarial training", sections=sections, across=across)

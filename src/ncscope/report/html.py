@@ -109,9 +109,11 @@ def _index(sections: list[Section]) -> str:
             + "".join(rows) + "</table>")
 
 
-def write_report(out: Path, *, title: str, sections: list[Section]) -> Path:
-    """Write ``out`` (HTML) atomically: an index of every claim, then one section per study
-    (claims first, then figures, tables and the study's files)."""
+def write_report(out: Path, *, title: str, sections: list[Section],
+                 across: list[tuple[str, pd.DataFrame]] = ()) -> Path:
+    """Write ``out`` (HTML) atomically: the claims across seeds (``across``: ``(title, table)``
+    of :func:`~ncscope.experiments.studies.aggregate_claims`), an index of every claim, then
+    one section per study folder (claims, figures, tables and the study's files)."""
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>{_CSS}</style>",
@@ -122,6 +124,8 @@ def write_report(out: Path, *, title: str, sections: list[Section]) -> Path:
     ]
     if any(s.quick for s in sections):
         parts.append(_QUICK_BANNER)
+    for heading, table in across:
+        parts.append(f"<h2>Claims of {html.escape(heading)}</h2>{_table(table)}")
     parts += ["<h2>Claims, judged from this run</h2>", _index(sections)]
     for sec in sections:
         parts.append(f"<h2 id='{html.escape(sec.name)}'>{html.escape(sec.name)}: "

@@ -29,6 +29,9 @@ class Claim:
     numbers: dict[str, float | None] = field(default_factory=dict)
     holds: bool | None = None
     note: str = ""
+    #: Relative slack of the tightest condition of the rule (≥ 0 where it holds; ``None`` when
+    #: not measured): how far the measured numbers are from flipping the verdict.
+    margin: float | None = None
 
     def verdict(self) -> str:
         """``holds`` / ``does not hold`` / ``not measured``."""
@@ -41,19 +44,48 @@ class Claim:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Claim:
         """Inverse of :meth:`to_dict`."""
-        keys = ("id", "statement", "rule", "numbers", "holds", "note")
+        keys = ("id", "statement", "rule", "numbers", "holds", "note", "margin")
         return cls(**{k: data[k] for k in keys if k in data})
 
 
 def claims_frame(claims: list[Claim]) -> pd.DataFrame:
-    """One row per claim: id, statement, rule, numbers (formatted), verdict, note."""
+    """One row per claim: id, statement, rule, numbers (formatted), verdict, margin, note."""
     def fmt(nums: dict[str, float | None]) -> str:
         return ", ".join(f"{k}={'n/a' if v is None else f'{v:.4g}'}" for k, v in nums.items())
 
     return pd.DataFrame([
         {"id": c.id, "claim": c.statement, "rule": c.rule, "numbers": fmt(c.numbers),
-         "verdict": c.verdict(), "note": c.note} for c in claims
-    ], columns=["id", "claim", "rule", "numbers", "verdict", "note"])
+         "verdict": c.verdict(), "margin": c.margin, "note": c.note} for c in claims
+    ], columns=["id", "claim", "rule", "numbers", "verdict", "margin", "note"])
+
+
+def aggregate_claims(by_seed: dict[int, list[Claim]]) -> pd.DataFrame:
+    """Claims of several seeds side by side: per claim the verdict of every seed, "holds in k
+    of N", the margin (mean, min, max over seeds) and every number as mean ± std."""
+    rows = []
+    seeds = sorted(by_seed)
+    first = by_seed[seeds[0]]
+    for i, claim in enumerate(first):
+        per = [by_seed[s][i] for s in seeds]
+        k = sum(c.holds is True for c in per)
+        margins = [c.margin for c in per if c.margin is not None]
+        nums = {}
+        for key in claim.numbers:
+            vals = [c.numbers.get(key) for c in per if c.numbers.get(key) is not None]
+            if vals:
+                mean = sum(vals) / len(vals)
+                std = (sum((v - mean) ** 2 for v in vals) / max(len(vals) - 1, 1)) ** 0.5
+                nums[key] = f"{mean:.4g} ± {std:.2g}"
+        rows.append({
+            "id": claim.id, "claim": claim.statement,
+            "verdict": f"holds in {k} of {len(per)} seeds",
+            "per_seed": ", ".join(c.verdict() for c in per),
+            "margin_mean": sum(margins) / len(margins) if margins else None,
+            "margin_min": min(margins) if margins else None,
+            "margin_max": max(margins) if margins else None,
+            "numbers": ", ".join(f"{k_}={v}" for k_, v in nums.items()),
+        })
+    return pd.DataFrame(rows)
 
 
 @dataclass(frozen=True)
@@ -73,6 +105,8 @@ class Study:
         default_config: shipped YAML used when no ``--config`` is given (``None``: defaults).
         quick: overrides of the ``--quick`` profile (a smoke run, not evidence).
         describe: ``describe(folder) -> str``, a one-paragraph plain-text intro of the run.
+        with_seed: ``with_seed(cfg, seed) -> cfg`` for ``ncscope reproduce --seeds N`` (the
+            config of one repetition); ``None``: the study runs with one seed only.
     """
 
     name: str
@@ -86,6 +120,7 @@ class Study:
     default_config: str | None = None
     quick: dict[str, Any] = field(default_factory=dict)
     describe: Callable[[Path], str] = lambda folder: ""
+    with_seed: Callable[[Any, int], Any] | None = None
 
 
 STUDIES: dict[str, Study] = {}

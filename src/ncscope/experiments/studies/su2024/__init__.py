@@ -16,6 +16,7 @@ attack mostly succeeds, for the leap). Tables written into the study folder (sch
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -260,6 +261,13 @@ def describe(folder: Path) -> str:
             f"{t.get('steps', '?')}). " + (f"Wall time {total / 60:.1f} min. " if total else ""))
 
 
+def with_seed(cfg: Su2024Config, seed: int) -> Su2024Config:
+    """One repetition of the study: training (initialisation, batch order, attack noise) and
+    analysis seeded with ``seed``; the data are the same."""
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed),
+                               analyze=dataclasses.replace(cfg.analyze, seed=seed))
+
+
 STUDY = register_study(Study(
     name="su2024",
     title="Neural Collapse under attack and adversarial training",
@@ -273,4 +281,5 @@ STUDY = register_study(Study(
     default_config="digits",
     quick=QUICK,
     describe=describe,
+    with_seed=with_seed,
 ))

@@ -49,6 +49,17 @@ def _all(*values: float | None) -> bool:
     return all(v is not None for v in values)
 
 
+def _at_most(value: float, bound: float) -> float:
+    """Relative slack of ``value ≤ bound``: ``(bound − value) / |bound|`` (≥ 0 when it holds;
+    for the strict rules a tie gives 0 and does not hold)."""
+    return (bound - value) / abs(bound) if bound else -value
+
+
+def _at_least(value: float, bound: float) -> float:
+    """Relative slack of ``value ≥ bound``: ``(value − bound) / |bound|``."""
+    return (value - bound) / abs(bound) if bound else value
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if _all(a, b) and b else None
 
@@ -115,6 +126,7 @@ def judge_claims(history: pd.DataFrame, analysis: pd.DataFrame) -> list[Claim]:
                "epoch_last": _num(h1.epoch.iloc[-1]) if len(h1) else None})
     if _all(first, last, nc4):
         c.holds = last <= 0.1 * first and nc4 <= 0.01
+        c.margin = min(_at_most(last, 0.1 * first), _at_most(nc4, 0.01))
     claims.append(c)
 
     # T2 — untargeted PGD destroys it (ST, main ε).
@@ -125,6 +137,7 @@ def judge_claims(history: pd.DataFrame, analysis: pd.DataFrame) -> list[Claim]:
               {"nc1_clean": clean, "nc1_pgd": pgd, "ratio": _ratio(pgd, clean)})
     if _all(clean, pgd):
         c.holds = pgd >= 10 * clean
+        c.margin = _at_least(pgd, 10 * clean)
     claims.append(c)
 
     # T3 — random noise of the same size keeps it.
@@ -136,6 +149,7 @@ def judge_claims(history: pd.DataFrame, analysis: pd.DataFrame) -> list[Claim]:
                "ratio_gaussian": _ratio(gau, clean), "ratio_random_sign": _ratio(sign, clean)})
     if _all(clean, gau, sign):
         c.holds = gau <= 3 * clean and sign <= 3 * clean
+        c.margin = min(_at_most(gau, 3 * clean), _at_most(sign, 3 * clean))
     claims.append(c)
 
     # T4 — leap (ST, strong ε).
@@ -155,6 +169,8 @@ def judge_claims(history: pd.DataFrame, analysis: pd.DataFrame) -> list[Claim]:
                "targeted_success": success})
     if _all(leap, unt, tgt, ang_unt, ang_tgt):
         c.holds = leap >= 0.9 and tgt <= 0.1 * unt and ang_tgt < ang_unt
+        c.margin = min(_at_least(leap, 0.9), _at_most(tgt, 0.1 * unt),
+                       _at_most(ang_tgt, ang_unt))
     claims.append(c)
 
     # T5 — AT aligns the simplices: the paper's view is the training-time perturbations.
@@ -183,6 +199,7 @@ def judge_claims(history: pd.DataFrame, analysis: pd.DataFrame) -> list[Claim]:
                                           reference="clean")})
     if _all(at_clean, at_pert, at_ang, st_ang):
         c.holds = at_pert <= 5 * at_clean and at_ang < st_ang
+        c.margin = min(_at_most(at_pert, 5 * at_clean), _at_most(at_ang, st_ang))
     claims.append(c)
 
     # T6 — robust NCC (AT).
@@ -195,17 +212,19 @@ def judge_claims(history: pd.DataFrame, analysis: pd.DataFrame) -> list[Claim]:
                "gap_points": None if not _all(ncc, net) else 100 * (ncc - net)})
     if _all(ncc, net):
         c.holds = abs(ncc - net) <= 0.03
+        c.margin = _at_most(abs(ncc - net), 0.03)
     claims.append(c)
 
     # T7 — TRADES: no (or weaker) simplex, both BN variants.
     nums: dict[str, float | None] = {"nc1_at": fresh_clean}
-    verdicts = []
+    verdicts, margins = [], []
     for run in ("trades", "trades_bnquirk"):
         v = t.an(run, "main", "clean", "nc1")
         nums[f"nc1_{run}"] = v
         nums[f"ratio_{run}"] = _ratio(v, fresh_clean)
         if _all(v, fresh_clean):
             verdicts.append(v >= 2 * fresh_clean)
+            margins.append(_at_least(v, 2 * fresh_clean))
     c = Claim("T7", "TRADES nets show no simplex (weaker clean collapse than AT)",
               "TRADES clean NC1 ≥ 2 × AT clean NC1, for canonical BN and the official code's BN "
               "quirk", nums,
@@ -214,6 +233,7 @@ def judge_claims(history: pd.DataFrame, analysis: pd.DataFrame) -> list[Claim]:
     if verdicts:
         # One measured failure already disproves "both variants"; a pass needs both.
         c.holds = False if not all(verdicts) else (True if len(verdicts) == 2 else None)
+        c.margin = min(margins) if c.holds is not None else None
     claims.append(c)
 
     # T8 — ST layer-wise.
@@ -231,6 +251,8 @@ def judge_claims(history: pd.DataFrame, analysis: pd.DataFrame) -> list[Claim]:
     if len(ncc_layers) >= 2 and len(ratios) >= 2 and _all(*ncc_layers, *ratios):
         c.holds = ncc_layers[0] > ncc_layers[-1] and all(
             b > a for a, b in zip(ratios, ratios[1:], strict=False))
+        c.margin = min(_at_most(ncc_layers[-1], ncc_layers[0]),
+                       *(_at_most(a, b) for a, b in zip(ratios, ratios[1:], strict=False)))
     claims.append(c)
 
     # T9 — AT layer-wise.
@@ -241,5 +263,6 @@ def judge_claims(history: pd.DataFrame, analysis: pd.DataFrame) -> list[Claim]:
                "nc1_last_layer": at_layers[-1] if at_layers else None})
     if len(at_layers) >= 2 and _all(at_layers[0], at_layers[-1]):
         c.holds = at_layers[-1] < at_layers[0]
+        c.margin = _at_most(at_layers[-1], at_layers[0])
     claims.append(c)
     return claims
