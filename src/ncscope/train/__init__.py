@@ -15,6 +15,7 @@ on saved checkpoints). From the shell: ``ncscope train --config FILE`` (also und
 Imports ``data``, ``models``, ``collapse`` and ``attacks`` only.
 """
 
+from ncscope.collapse.spool import TensorSpool
 from ncscope.train.checkpoint import (
     CheckpointError,
     list_checkpoints,
@@ -36,7 +37,6 @@ from ncscope.train.modes import (
 )
 from ncscope.train.result import Callback, TrainResult
 from ncscope.train.schedules import SCHEDULES, lr_at, register_schedule
-from ncscope.train.spool import TensorSpool
 from ncscope.train.tracking import SOURCES, Tracker, resolve_track_layers, track
 from ncscope.train.trainer import Trainer
 

@@ -39,13 +39,13 @@ from torch.utils.data import Dataset
 from ncscope.attacks import PGD
 from ncscope.collapse import Source, sweep
 from ncscope.collapse.choose import LAYER_CHOICES, choose_layers, head_of
+from ncscope.collapse.spool import TensorSpool
 from ncscope.data import stratified_indices
 from ncscope.models import as_dataset, classifier_of, find_classifier
 from ncscope.models.adapters import as_images, as_labels, collate_pairs
 from ncscope.train.config import TrainConfig
 from ncscope.train.distributed import DistInfo, current_dist, derive_seed, shard_indices
 from ncscope.train.history import clean_value
-from ncscope.train.spool import TensorSpool
 
 __all__ = [
     "LAYER_CHOICES",

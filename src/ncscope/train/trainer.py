@@ -35,6 +35,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from ncscope.attacks import Attack
+from ncscope.collapse.spool import TensorSpool
 from ncscope.models import as_dataset, find_classifier
 from ncscope.runs import RunFolder
 from ncscope.train.checkpoint import (
@@ -63,7 +64,6 @@ from ncscope.train.run_folder import (
 )
 from ncscope.train.runtime import seed_globals, training_runtime
 from ncscope.train.schedules import lr_at
-from ncscope.train.spool import TensorSpool
 from ncscope.train.tracking import (
     PURPOSE_TRAIN_ATTACK,
     Tracker,
