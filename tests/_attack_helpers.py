@@ -234,3 +234,39 @@ def _official_trades_l2(model: nn.Module, x_natural: torch.Tensor, epsilon: floa
         delta.data.clamp_(0, 1).sub_(x_natural)
         delta.data.renorm_(p=2, dim=0, maxnorm=epsilon)
     return (x_natural + delta).detach()
+
+
+def one_line_error(exc_type, fn, *match: str) -> str:
+    """Call ``fn``; it must raise ``exc_type`` with a one-line message containing ``match``."""
+    import pytest
+
+    with pytest.raises(exc_type) as info:
+        fn()
+    msg = str(info.value)
+    assert "\n" not in msg, msg
+    for m in match:
+        assert m in msg, msg
+    return msg
+
+
+@functools.cache
+def plain_digits_mlp() -> tuple[nn.Module, object]:
+    """A user-style ``nn.Sequential`` MLP (flat, hidden, pen, classifier) trained for 150 Adam
+    steps on 200 digits images (20 per class); returns ``(model in eval mode, train set)``."""
+    from ncscope.data import load_dataset
+
+    torch.manual_seed(0)
+    train = load_dataset("digits", n_per_class=20)
+    model = nn.Sequential()
+    model.add_module("flat", nn.Flatten())
+    model.add_module("hidden", nn.Sequential(nn.Linear(64, 32), nn.ReLU()))
+    model.add_module("pen", nn.Sequential(nn.Linear(32, 16), nn.ReLU()))
+    model.add_module("classifier", nn.Linear(16, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x, y = train.tensors
+    for _ in range(150):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    model.zero_grad(set_to_none=True)
+    return model.eval(), train

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from torch import nn
 
 import ncscope
+from _attack_helpers import plain_digits_mlp
 from ncscope.attacks import PGD, RandomSign
 from ncscope.data import load_dataset
 from ncscope.experiments.analyze import LONG_COLUMNS, wide
@@ -16,21 +16,8 @@ from ncscope.experiments.analyze import LONG_COLUMNS, wide
 
 @pytest.fixture(scope="module")
 def digits_model() -> tuple[nn.Module, object, object]:
-    torch.manual_seed(0)
-    train = load_dataset("digits", n_per_class=20)
-    test = load_dataset("digits", split="test", n_per_class=5)
-    model = nn.Sequential()
-    model.add_module("flat", nn.Flatten())
-    model.add_module("hidden", nn.Sequential(nn.Linear(64, 32), nn.ReLU()))
-    model.add_module("pen", nn.Sequential(nn.Linear(32, 16), nn.ReLU()))
-    model.add_module("classifier", nn.Linear(16, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    x, y = train.tensors
-    for _ in range(150):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    return model.eval(), train, test
+    model, train = plain_digits_mlp()
+    return model, train, load_dataset("digits", split="test", n_per_class=5)
 
 
 def test_analyze_user_model_long_table(digits_model) -> None:

@@ -15,6 +15,7 @@ from _attack_helpers import (
     Normalize,
     ReverseGrad,
     digits_data,
+    one_line_error,
     tiny_mlp,
     trained_digits_model,
 )
@@ -46,44 +47,36 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
     return x[1500:1564], y[1500:1564]
 
 
-def _one_line_error(exc_type, fn, *match: str) -> str:
-    with pytest.raises(exc_type) as info:
-        fn()
-    msg = str(info.value)
-    assert "\n" not in msg, msg
-    for m in match:
-        assert m in msg, msg
-    return msg
 
 
 # ---- bad input: one-line ValueError / TypeError saying what to fix ---------------------------
 
 
 def test_constructor_errors(model):
-    _one_line_error(ValueError, lambda: PGD(model, eps=-0.1), "eps", ">= 0")
-    _one_line_error(ValueError, lambda: PGD(model, steps=0), "steps", ">= 1")
-    _one_line_error(TypeError, lambda: PGD(model, steps=2.5), "steps", "int")
-    _one_line_error(ValueError, lambda: PGD(model, alpha=0.0), "alpha", "> 0")
-    _one_line_error(ValueError, lambda: PGD(model, alpha=-1.0), "alpha")
-    _one_line_error(ValueError, lambda: PGD(model, norm="l1"), "'linf'", "'l2'")
-    _one_line_error(ValueError, lambda: TRADES(model, norm="L3"), "'linf'", "'l2'")
-    _one_line_error(ValueError, lambda: PGD(model, restarts=0), "restarts")
-    _one_line_error(ValueError, lambda: PGD(model, model_mode="test"), "'eval'", "'train'")
-    _one_line_error(ValueError, lambda: PGD(model, targeted=True, target_rule="far"),
+    one_line_error(ValueError, lambda: PGD(model, eps=-0.1), "eps", ">= 0")
+    one_line_error(ValueError, lambda: PGD(model, steps=0), "steps", ">= 1")
+    one_line_error(TypeError, lambda: PGD(model, steps=2.5), "steps", "int")
+    one_line_error(ValueError, lambda: PGD(model, alpha=0.0), "alpha", "> 0")
+    one_line_error(ValueError, lambda: PGD(model, alpha=-1.0), "alpha")
+    one_line_error(ValueError, lambda: PGD(model, norm="l1"), "'linf'", "'l2'")
+    one_line_error(ValueError, lambda: TRADES(model, norm="L3"), "'linf'", "'l2'")
+    one_line_error(ValueError, lambda: PGD(model, restarts=0), "restarts")
+    one_line_error(ValueError, lambda: PGD(model, model_mode="test"), "'eval'", "'train'")
+    one_line_error(ValueError, lambda: PGD(model, targeted=True, target_rule="far"),
                     "'next'", "'random'", "'least_likely'")
-    _one_line_error(ValueError, lambda: PGD(model, loss="mse"), "'ce'", "'cw'")
-    _one_line_error(ValueError, lambda: PGD(model, checks="some"), "'off'")
-    _one_line_error(ValueError, lambda: PGD(model, seed=1, generator=torch.Generator()),
+    one_line_error(ValueError, lambda: PGD(model, loss="mse"), "'ce'", "'cw'")
+    one_line_error(ValueError, lambda: PGD(model, checks="some"), "'off'")
+    one_line_error(ValueError, lambda: PGD(model, seed=1, generator=torch.Generator()),
                     "seed or generator")
-    _one_line_error(ValueError, lambda: PGD(model, eps=float("nan")), "finite")
-    _one_line_error(TypeError, lambda: PGD(model, eps="8/255"), "eps")
-    _one_line_error(TypeError, lambda: PGD("model"), "nn.Module")
-    _one_line_error(TypeError, lambda: PGD(None), "model")
-    _one_line_error(ValueError, lambda: FGSM(model, eps=-1), "eps")
-    _one_line_error(ValueError, lambda: GaussianNoise(sigma=-0.1), "sigma")
-    _one_line_error(ValueError, lambda: GaussianL2(-1.0), "radius")
-    _one_line_error(ValueError, lambda: RandomSign(eps=-1.0), "eps")
-    _one_line_error(TypeError, lambda: UniformLinf(0.1, eps=0.2), "twice")
+    one_line_error(ValueError, lambda: PGD(model, eps=float("nan")), "finite")
+    one_line_error(TypeError, lambda: PGD(model, eps="8/255"), "eps")
+    one_line_error(TypeError, lambda: PGD("model"), "nn.Module")
+    one_line_error(TypeError, lambda: PGD(None), "model")
+    one_line_error(ValueError, lambda: FGSM(model, eps=-1), "eps")
+    one_line_error(ValueError, lambda: GaussianNoise(sigma=-0.1), "sigma")
+    one_line_error(ValueError, lambda: GaussianL2(-1.0), "radius")
+    one_line_error(ValueError, lambda: RandomSign(eps=-1.0), "eps")
+    one_line_error(TypeError, lambda: UniformLinf(0.1, eps=0.2), "twice")
 
 
 def test_norm_aliases(model):
@@ -96,15 +89,15 @@ def test_norm_aliases(model):
 def test_image_errors(model, batch):
     x, y = batch
     atk = PGD(model, steps=1)
-    _one_line_error(ValueError, lambda: atk(x * 255, y), "[0, 1]", "normalisation")
-    _one_line_error(ValueError, lambda: atk(x - 0.5, y), "[0, 1]")
-    _one_line_error(ValueError, lambda: atk(x + 2e-6, y), "[0, 1]")
+    one_line_error(ValueError, lambda: atk(x * 255, y), "[0, 1]", "normalisation")
+    one_line_error(ValueError, lambda: atk(x - 0.5, y), "[0, 1]")
+    one_line_error(ValueError, lambda: atk(x + 2e-6, y), "[0, 1]")
     bad = x.clone()
     bad[0, 0, 0, 0] = float("nan")
-    _one_line_error(ValueError, lambda: atk(bad, y), "[0, 1]")
-    _one_line_error(TypeError, lambda: atk((x * 255).to(torch.uint8), y), "floating")
-    _one_line_error(TypeError, lambda: atk(x.numpy(), y), "torch.Tensor")
-    _one_line_error(ValueError, lambda: atk(x[0, 0, 0], y[:1]), "batch dimension")
+    one_line_error(ValueError, lambda: atk(bad, y), "[0, 1]")
+    one_line_error(TypeError, lambda: atk((x * 255).to(torch.uint8), y), "floating")
+    one_line_error(TypeError, lambda: atk(x.numpy(), y), "torch.Tensor")
+    one_line_error(ValueError, lambda: atk(x[0, 0, 0], y[:1]), "batch dimension")
 
 
 def test_images_within_tolerance_are_accepted_and_clamped(model, batch):
@@ -118,31 +111,31 @@ def test_images_within_tolerance_are_accepted_and_clamped(model, batch):
 def test_label_errors(model, batch):
     x, y = batch
     atk = PGD(model, steps=1)
-    _one_line_error(ValueError, lambda: atk(x, y[:, None]), "shape (B,)")
-    _one_line_error(ValueError, lambda: atk(x, y[:-1]), "shape (B,)")
-    _one_line_error(TypeError, lambda: atk(x, y.float()), "integer", ".long()")
-    _one_line_error(TypeError, lambda: atk(x, y.tolist()), "torch.Tensor")
-    _one_line_error(ValueError, lambda: atk(x, y + 10), "[0, 10)")
-    _one_line_error(ValueError, lambda: atk(x, y - 20), "[0, 10)")
-    _one_line_error(TypeError, lambda: atk(x), "labels are required")
-    _one_line_error(ValueError, lambda: RandomSign(0.1)(x, y - 20), ">= 0")
-    _one_line_error(ValueError, lambda: GaussianNoise(model, 0.1)(x, y + 10), "[0, 10)")
+    one_line_error(ValueError, lambda: atk(x, y[:, None]), "shape (B,)")
+    one_line_error(ValueError, lambda: atk(x, y[:-1]), "shape (B,)")
+    one_line_error(TypeError, lambda: atk(x, y.float()), "integer", ".long()")
+    one_line_error(TypeError, lambda: atk(x, y.tolist()), "torch.Tensor")
+    one_line_error(ValueError, lambda: atk(x, y + 10), "[0, 10)")
+    one_line_error(ValueError, lambda: atk(x, y - 20), "[0, 10)")
+    one_line_error(TypeError, lambda: atk(x), "labels are required")
+    one_line_error(ValueError, lambda: RandomSign(0.1)(x, y - 20), ">= 0")
+    one_line_error(ValueError, lambda: GaussianNoise(model, 0.1)(x, y + 10), "[0, 10)")
 
 
 def test_target_errors(model, batch):
     x, y = batch
-    _one_line_error(ValueError, lambda: PGD(model, targeted=True, target_rule=None)(x, y),
+    one_line_error(ValueError, lambda: PGD(model, targeted=True, target_rule=None)(x, y),
                     "target=", "target_rule")
-    _one_line_error(ValueError, lambda: PGD(model)(x, y, target=y), "targeted=True")
-    _one_line_error(ValueError, lambda: PGD(model, targeted=True)(x, y, target=y + 10),
+    one_line_error(ValueError, lambda: PGD(model)(x, y, target=y), "targeted=True")
+    one_line_error(ValueError, lambda: PGD(model, targeted=True)(x, y, target=y + 10),
                     "target")
-    _one_line_error(ValueError, lambda: PGD(model, targeted=True)(x, y, target=y[:3]),
+    one_line_error(ValueError, lambda: PGD(model, targeted=True)(x, y, target=y[:3]),
                     "target", "shape")
 
 
 def test_model_must_return_logits(batch):
     x, y = batch
-    _one_line_error(TypeError, lambda: PGD(nn.Flatten(0))(x, y), "logits of shape (B, K)")
+    one_line_error(TypeError, lambda: PGD(nn.Flatten(0))(x, y), "logits of shape (B, K)")
 
 
 def test_errors_restore_model_state(model, batch):
@@ -184,7 +177,7 @@ def test_settings_content(model):
     assert GaussianNoise(0.1).settings()["sigma"] == 0.1
     assert GaussianL2().settings()["radius"] == 128 / 255
     assert make_attack("PGD", model, eps=0.1).eps == 0.1
-    _one_line_error(ValueError, lambda: make_attack("CW", model), "valid names")
+    one_line_error(ValueError, lambda: make_attack("CW", model), "valid names")
     assert "PGD(" in repr(PGD(model))
 
 
@@ -355,7 +348,7 @@ def test_manual_seed_and_generator(model, batch):
     gen = torch.Generator().manual_seed(1)
     g_atk = PGD(model, generator=gen)
     assert torch.equal(g_atk(x, y), a)
-    _one_line_error(ValueError, lambda: g_atk.manual_seed(2), "generator")
+    one_line_error(ValueError, lambda: g_atk.manual_seed(2), "generator")
 
 
 # ---- sanity flags (Croce & Hein 2020 style) ------------------------------------------------

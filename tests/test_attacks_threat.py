@@ -14,7 +14,12 @@ import warnings
 import pytest
 import torch
 
-from _attack_helpers import digits_data, official_trades_l2, trained_digits_model
+from _attack_helpers import (
+    digits_data,
+    official_trades_l2,
+    one_line_error,
+    trained_digits_model,
+)
 from ncscope.attacks import (
     FGSM,
     PGD,
@@ -42,14 +47,6 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
     return x[1500:1564], y[1500:1564]
 
 
-def _one_line(exc_type, fn, *match: str) -> str:
-    with pytest.raises(exc_type) as info:
-        fn()
-    msg = str(info.value)
-    assert "\n" not in msg, msg
-    for m in match:
-        assert m in msg, msg
-    return msg
 
 
 # ---- the table --------------------------------------------------------------------------
@@ -129,9 +126,9 @@ def test_trades_l2_default_matches_official_code(model):
 @pytest.mark.parametrize("eps", [8, 5, 255, 1.5])
 def test_linf_eps_in_pixel_units(model, cls, eps):
     if cls in (RandomSign, UniformLinf):
-        msg = _one_line(ValueError, lambda: cls(eps), "eps", "[0, 1]", f"got {eps:g}")
+        msg = one_line_error(ValueError, lambda: cls(eps), "eps", "[0, 1]", f"got {eps:g}")
     else:
-        msg = _one_line(ValueError, lambda: cls(model, eps=eps), "eps", "[0, 1]", f"{eps:g}")
+        msg = one_line_error(ValueError, lambda: cls(model, eps=eps), "eps", "[0, 1]", f"{eps:g}")
     assert msg.startswith(f"{cls.name}: ")
     if eps in (8, 5, 255):
         assert f"did you mean {eps}/255?" in msg
@@ -150,12 +147,12 @@ def test_linf_eps_warns_above_half(model):
 def test_l2_eps_bounded_by_the_input_diameter(model, batch):
     x, y = batch  # 64 pixels: diameter sqrt(64) = 8
     PGD(model, eps=8.0, norm="l2", steps=1)(x, y)
-    msg = _one_line(ValueError, lambda: PGD(model, eps=128, norm="l2")(x, y),
+    msg = one_line_error(ValueError, lambda: PGD(model, eps=128, norm="l2")(x, y),
                     "PGD", "eps=128", "sqrt(64)", "did you mean 128/255")
     assert "diameter" in msg
-    _one_line(ValueError, lambda: TRADES(model, eps=9.0, norm="l2")(x), "TRADES", "eps=9")
-    _one_line(ValueError, lambda: GaussianL2(10.0)(x), "GaussianL2", "radius=10")
-    _one_line(ValueError, lambda: PGD(model, alpha=0.0), "alpha", "> 0", "got 0")
+    one_line_error(ValueError, lambda: TRADES(model, eps=9.0, norm="l2")(x), "TRADES", "eps=9")
+    one_line_error(ValueError, lambda: GaussianL2(10.0)(x), "GaussianL2", "radius=10")
+    one_line_error(ValueError, lambda: PGD(model, alpha=0.0), "alpha", "> 0", "got 0")
 
 
 # ---- evaluation loops -------------------------------------------------------------------

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 import ncscope
+from _attack_helpers import plain_digits_mlp
 from ncscope.attacks import PGD, AttackSanityWarning, AutoAttackSource
 from ncscope.data import load_dataset
 from ncscope.experiments.analyze import AnalyzeSettings, wide
@@ -37,23 +38,9 @@ def aa_pkg():
 
 @pytest.fixture(scope="module")
 def digits_model(aa_pkg):
-    torch.manual_seed(0)
-    train = load_dataset("digits", n_per_class=20)
-    test = load_dataset("digits", split="test")
-    model = nn.Sequential()
-    model.add_module("flat", nn.Flatten())
-    model.add_module("hidden", nn.Sequential(nn.Linear(64, 32), nn.ReLU()))
-    model.add_module("pen", nn.Sequential(nn.Linear(32, 16), nn.ReLU()))
-    model.add_module("classifier", nn.Linear(16, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    x, y = train.tensors
-    for _ in range(150):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    model.zero_grad(set_to_none=True)
-    xt, yt = test.tensors
-    return model.eval(), train, (xt[:N_TEST], yt[:N_TEST])
+    model, train = plain_digits_mlp()
+    xt, yt = load_dataset("digits", split="test").tensors
+    return model, train, (xt[:N_TEST], yt[:N_TEST])
 
 
 def _acc(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:

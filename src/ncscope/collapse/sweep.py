@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 import ncscope.collapse.metric_defs  # noqa: F401 - registers the built-in metrics
 from ncscope.collapse.measure import Measurement, all_reduce_tensors
 from ncscope.collapse.reference import ClassMeanSums, Reference
-from ncscope.collapse.registry import compute_metrics
+from ncscope.collapse.registry import METRICS, compute_metrics
 from ncscope.collapse.schema import long_frame
 from ncscope.collapse.spool import TensorSpool
 from ncscope.collapse.taps import FeatureTaps, Reduce
@@ -367,35 +367,40 @@ def sweep(
 
 def _rows(views: list[_View], layers: list[str], per_class: bool, clean_name: str,
           errors: list[str]) -> list[dict[str, Any]]:
+    """Rows of every view, grouped by source (first appearance), train before test, own
+    before clean. The clean source's own view is also reported as its view around the clean
+    means (same numbers, computed once)."""
     depth = {n: i for i, n in enumerate(layers)}
-    out: list[dict[str, Any]] = []
-    # The clean source's own view is also its view around the clean means (same numbers).
-    expanded: list[tuple[_View, str]] = []
-    for v in views:
-        expanded.append((v, v.reference))
-        if v.source == clean_name and v.split == "train" and v.reference == "own":
-            expanded.append((v, "clean"))
+    expanded = [(v, v.reference) for v in views]
+    expanded += [(v, "clean") for v in views
+                 if v.source == clean_name and v.split == "train" and v.reference == "own"]
     order = {"own": 0, "clean": 1}
-    expanded.sort(key=lambda vr: (vr[0].split == "test", order[vr[1]]), reverse=False)
-    by_source: dict[str, list[tuple[_View, str]]] = {}
+    expanded.sort(key=lambda vr: (vr[0].split == "test", order[vr[1]]))
+    rank: dict[str, int] = {}
+    for v, _ in expanded:
+        rank.setdefault(v.source, len(rank))
+    expanded.sort(key=lambda vr: rank[vr[0].source])  # stable: keeps the order above
+    computed: dict[tuple[int, str], dict[str, Any] | str] = {}
+    out: list[dict[str, Any]] = []
     for v, ref in expanded:
-        by_source.setdefault(v.source, []).append((v, ref))
-    for vs in by_source.values():
-        for v, ref in vs:
-            for layer, m in v.meas.items():
-                base = dict(layer=layer, depth=depth[layer], source=v.source, split=v.split,
-                            reference=ref, group=v.group)
-                own = ref == "own"
+        for layer, m in v.meas.items():
+            key = (id(v), layer)
+            if key not in computed:
                 try:
-                    res = compute_metrics(m.reference, m, own=own)
+                    computed[key] = compute_metrics(m.reference, m)
                 except ValueError as exc:  # e.g. a degenerate reference: the view has no rows
-                    errors.append(f"{v.source}/{v.split}/{ref}/{v.group} at {layer}: "
-                                  f"{str(exc).splitlines()[0]}")
-                    continue
-                out += [{**base, "metric": k, "value": val} for k, val in res.items()]
-                if per_class and not own and v.split == "train":
-                    res = compute_metrics(m.reference, m, per_class=True)
-                    for k, per in res.items():
-                        out += [{**base, "metric": k, "value": val, "class": c}
-                                for c, val in per.items()]
+                    computed[key] = str(exc).splitlines()[0]
+            res = computed[key]
+            if isinstance(res, str):
+                errors.append(f"{v.source}/{v.split}/{ref}/{v.group} at {layer}: {res}")
+                continue
+            base = dict(layer=layer, depth=depth[layer], source=v.source, split=v.split,
+                        reference=ref, group=v.group)
+            own = ref == "own"
+            out += [{**base, "metric": k, "value": val} for k, val in res.items()
+                    if not (own and METRICS[k].cross_reference)]
+            if per_class and not own and v.split == "train":
+                for k, per in compute_metrics(m.reference, m, per_class=True).items():
+                    out += [{**base, "metric": k, "value": val, "class": c}
+                            for c, val in per.items()]
     return out

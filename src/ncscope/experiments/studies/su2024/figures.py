@@ -7,6 +7,7 @@ are what the study declares to the report.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import matplotlib
@@ -17,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ncscope.collapse.schema import typed  # noqa: E402
 from ncscope.experiments.studies.su2024.claims import (  # noqa: E402
     penultimate_of,
     perturbed_source,
@@ -178,17 +180,24 @@ def class_angles(analysis: pd.DataFrame, out_dir: Path, eps_name: str = "main") 
 
 
 def read_tables(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The study's ``history.csv`` and ``analysis.csv`` (one-line error when missing)."""
-    missing = [f for f in ("history.csv", "analysis.csv") if not (folder / f).is_file()]
+    """The study's ``history.csv`` and ``analysis.csv``, schema-typed (one-line error when
+    missing). Parsed once per file version: claims, figures and tables of one report share
+    the parse (each caller gets its own copy)."""
+    paths = [folder / "history.csv", folder / "analysis.csv"]
+    missing = [p.name for p in paths if not p.is_file()]
     if missing:
         raise FileNotFoundError(
             f"{folder} is not a su2024 run folder (missing {', '.join(missing)}); run "
             "`ncscope reproduce su2024` first"
         )
-    history = pd.read_csv(folder / "history.csv")
-    analysis = pd.read_csv(folder / "analysis.csv")
-    analysis["class"] = analysis.get("class", pd.Series(pd.NA, index=analysis.index))
-    analysis["class"] = analysis["class"].astype("Int64")
+    key = tuple((str(p.resolve()), p.stat().st_mtime_ns, p.stat().st_size) for p in paths)
+    history, analysis = _parse(key)
+    return history.copy(), analysis.copy()
+
+
+@functools.lru_cache(maxsize=4)
+def _parse(key: tuple[tuple[str, int, int], ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    history, analysis = (typed(pd.read_csv(path)) for path, _, _ in key)
     return history, analysis
 
 
