@@ -57,11 +57,19 @@ class TensorSpool:
 
     def __init__(self, directory: str | os.PathLike[str] | None, prefix: str = "spool") -> None:
         base = Path(directory) if directory is not None else Path(tempfile.gettempdir())
-        if not base.exists():
-            base.mkdir(parents=True)
-            _CREATED.add(base)  # removed again by the last spool's delete() when empty
         self.directory = base
-        fd, name = tempfile.mkstemp(prefix=f"{prefix}-", suffix=".x", dir=base)
+        for attempt in range(3):  # another process (a DDP rank) may create or remove it too
+            try:
+                base.mkdir(parents=True)
+                _CREATED.add(base)  # removed again by the last spool's delete() when empty
+            except FileExistsError:
+                pass
+            try:
+                fd, name = tempfile.mkstemp(prefix=f"{prefix}-", suffix=".x", dir=base)
+                break
+            except FileNotFoundError:  # removed between our mkdir and mkstemp: again
+                if attempt == 2:
+                    raise
         with contextlib.suppress(OSError):
             os.fchmod(fd, file_mode())  # the user's umask, not mkstemp's 0600
         os.close(fd)
@@ -152,9 +160,10 @@ class TensorSpool:
         self.close()
         for p in (self.x_path, self.y_path, self.t_path):
             p.unlink(missing_ok=True)
-        if self.directory in _CREATED and not any(self.directory.iterdir()):
-            self.directory.rmdir()
-            _CREATED.discard(self.directory)
+        if self.directory in _CREATED:
+            with contextlib.suppress(OSError):  # not empty (another spool, another rank)
+                self.directory.rmdir()
+                _CREATED.discard(self.directory)
 
     def __enter__(self) -> TensorSpool:
         return self
