@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ncscope.collapse.taps import FeatureTaps
-from ncscope.models import classifier_of, default_taps, find_classifier
+from ncscope.models import classifier_of, default_taps, find_classifier, linear_map
 
 LAYER_CHOICES = ("penultimate", "all")
 
@@ -69,9 +69,11 @@ def _drop_repeats(model: nn.Module, layers: list[str], probe: Tensor) -> list[st
 def head_of(model: nn.Module, layers: Sequence[str],
             classifier: str | None = None) -> dict[str, tuple[Tensor, Tensor | None]]:
     """``{penultimate layer: (W, b)}`` of the final linear layer, when that layer is tapped
-    (``classifier``: its name, as :func:`~ncscope.models.find_classifier` gives it)."""
+    (``classifier``: its name, as :func:`~ncscope.models.find_classifier` gives it). ``(W, b)``
+    is the classifier's :func:`~ncscope.models.linear_map` (a normalized head's
+    ``scale * W / ||W||_row`` on its unit-norm input), so ``logits = features @ W.T + b``."""
     key = find_classifier(model, classifier)
     if f"{key}:in" not in layers:
         return {}
-    head = classifier_of(model, key)
-    return {f"{key}:in": (head.weight.detach(), None if head.bias is None else head.bias.detach())}
+    weight, bias = linear_map(classifier_of(model, key))
+    return {f"{key}:in": (weight.detach(), None if bias is None else bias.detach())}

@@ -1,9 +1,11 @@
 """Models for ncscope (Su et al. 2024): BN-MLP, small CNN, VGG11-BN and PreActResNet18 (CIFAR
 and ImageNette-160 variants), each with a leading :class:`Normalize`, a final ``nn.Linear``
 named ``classifier`` (penultimate features = ``"classifier:in"``) and the paper's layer-wise
-taps in ``tap_layers``. Any other model works too: :func:`find_classifier` finds its final
-``nn.Linear`` and :func:`logits_of` reads logits from its output (:mod:`.adapters`). Imports
-only :mod:`ncscope.data` (normalisation statistics).
+taps in ``tap_layers``. Each takes ``head="normalized"`` (``ModelConfig.head``): an
+:class:`L2Normalize` ``feature_norm`` and a cosine :class:`NormalizedHead` ``classifier``
+(Yaras et al., NeurIPS 2022; :mod:`.normalized`). Any other model works too:
+:func:`find_classifier` finds its final ``nn.Linear`` and :func:`logits_of` reads logits from
+its output (:mod:`.adapters`). Imports only :mod:`ncscope.data` (normalisation statistics).
 """
 
 from ncscope.models.adapters import adapt_output, as_dataset, logits_of
@@ -15,11 +17,13 @@ from ncscope.models.heads import (
     classifier_of,
     default_taps,
     find_classifier,
+    linear_map,
     penultimate_layer,
     prepare_model,
 )
 from ncscope.models.mlp import BNMLP
 from ncscope.models.normalize import Normalize
+from ncscope.models.normalized import DEFAULT_HEAD_SCALE, HEADS, L2Normalize, NormalizedHead
 from ncscope.models.preactresnet import (
     PreActBlock,
     PreActResNet,
@@ -37,11 +41,15 @@ from ncscope.models.vgg import VGG, VGG11_CFG, vgg11_bn, vgg11_bn_imagenette
 
 __all__ = [
     "BNMLP",
+    "DEFAULT_HEAD_SCALE",
+    "HEADS",
     "MODELS",
     "VGG",
     "VGG11_CFG",
+    "L2Normalize",
     "ModelSpec",
     "Normalize",
+    "NormalizedHead",
     "NormalizedModel",
     "PreActBlock",
     "PreActResNet",
@@ -54,6 +62,7 @@ __all__ = [
     "create_model",
     "default_taps",
     "find_classifier",
+    "linear_map",
     "load_reference_state_dict",
     "load_weights",
     "logits_of",

@@ -6,6 +6,9 @@
 ``features.flatten``, ``features.fc`` (``linear``, ``bn``, ``relu``; only when ``hidden``),
 ``classifier``. Taps: each conv block's output (after pooling) and ``features.fc``.
 PyTorch default initialisation.
+With ``head="normalized"`` a :class:`~ncscope.models.L2Normalize` ``feature_norm`` sits
+before a cosine :class:`~ncscope.models.NormalizedHead` ``classifier`` (Yaras et al. 2022);
+``forward_features`` then returns the unit-norm features.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import torch
 from torch import nn
 
 from ncscope.models.normalize import Normalize
+from ncscope.models.normalized import make_head
 
 __all__ = ["SmallCNN"]
 
@@ -31,6 +35,9 @@ class SmallCNN(nn.Module):
         hidden: width of the Linear-BN-ReLU layer before the classifier (``None``: no hidden
             layer, the penultimate features are the pooled conv features).
         mean, std: normalisation statistics for the leading :class:`Normalize`.
+        head: ``"linear"`` (an ``nn.Linear``) or ``"normalized"`` (an :class:`L2Normalize`
+            ``feature_norm`` then a :class:`NormalizedHead` ``classifier``; Yaras et al. 2022).
+        head_scale: the normalized head's ``scale`` (``1 / tau``; default 10).
     """
 
     def __init__(
@@ -41,6 +48,8 @@ class SmallCNN(nn.Module):
         hidden: int | None = 128,
         mean: float | Sequence[float] = 0.0,
         std: float | Sequence[float] = 1.0,
+        head: str = "linear",
+        head_scale: float | None = None,
     ) -> None:
         super().__init__()
         if not channels:
@@ -69,13 +78,14 @@ class SmallCNN(nn.Module):
             d = hidden
             taps.append("features.fc")
         self.features = nn.Sequential(layers)
-        self.classifier = nn.Linear(d, num_classes)
+        self.feature_norm, self.classifier = make_head(d, num_classes, head, head_scale)
         self.num_classes = num_classes
         self.tap_layers = taps
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features (the input of ``classifier``)."""
-        return self.features(self.normalize(x))
+        h = self.features(self.normalize(x))
+        return h if self.feature_norm is None else self.feature_norm(h)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits."""

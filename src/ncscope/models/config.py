@@ -4,6 +4,10 @@
 model.name=mypkg.nets:make_net`` imports ``mypkg.nets`` and builds ``make_net(**kwargs)``,
 passing the data set's ``num_classes`` / ``input_shape`` (and ``mean`` / ``std``) when the
 factory takes parameters of those names.
+
+``head`` / ``head_scale`` pick the classifier of a built-in model: ``--set model.head=normalized
+--set model.head_scale=10`` gives it an :class:`~ncscope.models.L2Normalize` and a cosine
+:class:`~ncscope.models.NormalizedHead` (Yaras et al., NeurIPS 2022; ``head_scale = 1 / tau``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 from torch import nn
 
 from ncscope.data import DatasetInfo, UnknownNameError, get_dataset_info
+from ncscope.models.normalized import check_head
 from ncscope.models.registry import MODELS, _canonical, available_models, create_model
 
 __all__ = ["ModelConfig", "is_factory", "load_factory"]
@@ -77,16 +82,30 @@ class ModelConfig:
             keyword arguments).
         classifier: module name of the final linear layer (``None``: found as
             :func:`ncscope.models.find_classifier` says).
+        head: classifier of a built-in model: ``"linear"`` (``nn.Linear``) or
+            ``"normalized"`` (:class:`~ncscope.models.L2Normalize` then
+            :class:`~ncscope.models.NormalizedHead`: cosine logits times ``head_scale``).
+        head_scale: the normalized head's ``scale`` = ``1 / tau`` of Yaras et al. 2022 (``None``:
+            :data:`~ncscope.models.DEFAULT_HEAD_SCALE`, filled in); only with
+            ``head="normalized"``.
     """
 
     name: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
     classifier: str | None = None
+    head: str = "linear"
+    head_scale: float | None = None
 
     def __post_init__(self) -> None:
+        self.head, self.head_scale = check_head(self.head, self.head_scale, prefix="model.")
+        taken = [k for k in ("head", "head_scale") if k in self.kwargs]
+        if taken:
+            raise ValueError(f"model.kwargs.{taken[0]}: set model.{taken[0]} instead (one "
+                             "place for the head: model.head / model.head_scale)")
         if self.name is None:
             return
         if is_factory(str(self.name)):
+            self._no_factory_head(str(self.name))
             load_factory(str(self.name))  # a bad module or attribute fails here, in one line
             return
         key = _canonical(str(self.name))
@@ -95,6 +114,12 @@ class ModelConfig:
                                    f"{', '.join(available_models())} or a factory "
                                    "'package.module:function'")
         self.name = key
+
+    def _no_factory_head(self, name: str) -> None:
+        if self.head != "linear":
+            raise ValueError(f"model.head={self.head} applies to built-in models; the factory "
+                             f"{name!r} builds its own head (use ncscope.models.NormalizedHead "
+                             "after an L2Normalize in it)")
 
     def resolved_name(self, dataset: str | DatasetInfo) -> str:
         """The model name, or the data set's default when ``name`` is ``None``."""
@@ -105,11 +130,26 @@ class ModelConfig:
             raise ValueError(f"data set {info.name!r} has no default model; set model.name")
         return info.default_model
 
+    def head_kwargs(self) -> dict[str, Any]:
+        """``{"head": ..., "head_scale": ...}`` for a built-in model's builder; empty for the
+        default linear head (so user-registered builders without these parameters work)."""
+        if self.head == "linear":
+            return {}
+        return {"head": self.head, "head_scale": self.head_scale}
+
     def build(self, dataset: str | DatasetInfo) -> nn.Module:
         """Create the model for ``dataset`` (its input shape, classes and normalisation)."""
         name = self.resolved_name(dataset)
         if not is_factory(name):
-            return create_model(name, dataset=dataset, **self.kwargs)
+            try:
+                return create_model(name, dataset=dataset, **self.kwargs, **self.head_kwargs())
+            except TypeError as exc:
+                if self.head == "linear" or "head" not in str(exc):
+                    raise
+                raise TypeError(f"model.head={self.head}: model {name!r} does not take a head "
+                                f"option ({str(exc).splitlines()[0]}); use model.head=linear "
+                                "or add head / head_scale parameters to its builder") from None
+        self._no_factory_head(name)
         fn = load_factory(name)
         info = dataset if isinstance(dataset, DatasetInfo) else get_dataset_info(dataset)
         try:

@@ -21,6 +21,15 @@ classifier. Module names are the user's own: :func:`prepare_model` never wraps o
 
 Every built-in model has a final ``nn.Linear`` called ``classifier`` and a list attribute
 ``tap_layers`` with the paper's layer-wise tap names (Su et al. 2024, §7).
+
+**The linear map the NC engine uses** (NC2 of ``W``, NC3, NC4) is :func:`linear_map` of the
+classifier: ``module.effective_linear()`` when the module defines it, else ``(weight, bias)``.
+The contract: ``classifier(f) == f @ W.T + b`` for the features ``f`` the classifier receives
+(``"<classifier>:in"``). A :class:`~ncscope.models.normalized.NormalizedHead` returns
+``(scale * W / ||W||_row, None)``, which honours it when its input is already unit-norm (an
+:class:`~ncscope.models.normalized.L2Normalize` before it, as in the built-in models); with a
+probe batch :func:`find_classifier` checks the contract for any module that defines
+``effective_linear`` and refuses, in one line, one whose input is not what that map reads.
 """
 
 from __future__ import annotations
@@ -29,10 +38,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ncscope.models.adapters import OutputFn, probe
 from ncscope.models.normalize import Normalize
+from ncscope.models.normalized import NormalizedHead
 
 __all__ = [
     "CLASSIFIER_NAMES",
@@ -41,6 +52,7 @@ __all__ = [
     "classifier_of",
     "default_taps",
     "find_classifier",
+    "linear_map",
     "penultimate_layer",
     "prepare_model",
 ]
@@ -49,6 +61,19 @@ __all__ = [
 CLASSIFIER_NAMES = ("classifier", "head", "fc")
 _HOW = ("name the final nn.Linear: classifier=NAME, a classifier_name attribute on the model or "
         "--set model.classifier=NAME")
+
+
+def linear_map(module: nn.Module) -> tuple[Tensor, Tensor | None]:
+    """``(W, b)`` with ``module(f) == f @ W.T + b`` on the features ``f`` the module reads:
+    ``module.effective_linear()`` when defined (e.g. a
+    :class:`~ncscope.models.normalized.NormalizedHead`: ``scale * W / ||W||_row`` on unit-norm
+    features), else its ``weight`` and ``bias``. Tensors are live (not detached)."""
+    effective = getattr(module, "effective_linear", None)
+    if callable(effective):
+        weight, bias = effective()
+        return weight, bias
+    bias = getattr(module, "bias", None)
+    return module.weight, bias if isinstance(bias, Tensor) else None  # type: ignore[return-value]
 
 
 def classifier_name(model: nn.Module, name: str | None = None) -> str:
@@ -130,17 +155,21 @@ def find_classifier(model: nn.Module, name: str | None = None, example: Tensor |
     ``example``: a small batch the model takes; the candidate is then verified by one
     eval-mode forward (``output`` reads the logits, default
     :func:`~ncscope.models.adapters.logits_of`). Raises a one-line ``ValueError`` when no
-    ``nn.Linear`` qualifies or the candidate is not the final layer.
+    ``nn.Linear`` qualifies or the candidate is not the final layer, or -- for a module that
+    defines ``effective_linear()``, e.g. a :class:`~ncscope.models.normalized.NormalizedHead`
+    without an :class:`~ncscope.models.normalized.L2Normalize` before it -- when that map
+    applied to its input on the probe batch does not give its output (:func:`linear_map`).
     """
     key, how, sure = _candidate(model, name)
     if key is not None and (sure or example is not None):
         linear = _linear_named(model, key)
         if example is not None:
-            logits, seen = probe(model, example, watch=[linear], output=output)
+            logits, seen, inputs = _probe_io(model, example, [linear], output)
             if linear not in seen:
                 raise ValueError(f"{how} {key!r} is not used in the model's forward pass; {_HOW}")
             if not _same(seen[linear], logits):
                 raise _not_final(seen[linear], logits, f"{how} {key!r}")
+            _check_linear_map(linear, inputs, seen[linear], f"{how} {key!r}")
         return key
     linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not linears:
@@ -151,7 +180,7 @@ def find_classifier(model: nn.Module, name: str | None = None, example: Tensor |
         raise ValueError(f"which nn.Linear of {type(model).__name__} is the classifier needs a "
                          f"probe batch to tell (nn.Linear modules present: {found}); {_HOW}, "
                          "or give a probe batch")
-    logits, seen = probe(model, example, watch=[m for _, m in linears], output=output)
+    logits, seen, inputs = _probe_io(model, example, [m for _, m in linears], output)
     names = {m: n for n, m in linears}
     called = [names[m] for m in seen]  # in the order of their last call
     if not called:
@@ -159,9 +188,58 @@ def find_classifier(model: nn.Module, name: str | None = None, example: Tensor |
                          f"{_HOW}")
     final = [n for n, m in linears if m in seen and _same(seen[m], logits)]
     if final:
-        return max(final, key=called.index)
+        key = max(final, key=called.index)
+        linear = model.get_submodule(key)
+        _check_linear_map(linear, inputs, seen[linear], f"the final nn.Linear {key!r}")
+        return key
     last = called[-1]
     raise _not_final(seen[model.get_submodule(last)], logits, f"the last nn.Linear {last!r}")
+
+
+def _probe_io(model: nn.Module, example: Tensor, watch: list[nn.Module],
+              output: OutputFn | None) -> tuple[Tensor, dict[nn.Module, Tensor],
+                                                 dict[nn.Module, Tensor]]:
+    """:func:`probe`, plus the last input of each watched module that defines
+    ``effective_linear`` (for :func:`_check_linear_map`)."""
+    inputs: dict[nn.Module, Tensor] = {}
+
+    def keep_input(module: nn.Module, args: tuple[Any, ...]) -> None:
+        if args and isinstance(args[0], Tensor):
+            inputs[module] = args[0].detach()
+
+    handles = [m.register_forward_pre_hook(keep_input) for m in watch
+               if callable(getattr(m, "effective_linear", None))]
+    try:
+        logits, seen = probe(model, example, watch=watch, output=output)
+    finally:
+        for h in handles:
+            h.remove()
+    return logits, seen, inputs
+
+
+def _check_linear_map(module: nn.Module, inputs: dict[nn.Module, Tensor], out: Tensor,
+                      what: str) -> None:
+    """One-line ``ValueError`` unless ``out == inp @ W.T + b`` for :func:`linear_map` (only
+    for a module that defines ``effective_linear``; a plain ``nn.Linear`` holds by itself)."""
+    inp = inputs.get(module)
+    if inp is None:
+        return
+    with torch.no_grad():
+        weight, bias = linear_map(module)
+        pred = F.linear(inp.detach().to(weight.dtype), weight.detach(),
+                        None if bias is None else bias.detach())
+    tol = 1e-4 * (1.0 + float(out.detach().abs().max())) if out.numel() else 0.0
+    if pred.shape == out.shape and bool(torch.allclose(pred.to(out.dtype), out, rtol=1e-4,
+                                                       atol=tol)):
+        return
+    if isinstance(module, NormalizedHead):
+        raise ValueError(f"{what} is a NormalizedHead whose input is not unit-norm, so its "
+                         "effective_linear() map does not give the logits from the penultimate "
+                         "features (NC3/NC4 would be wrong); put ncscope.models.L2Normalize() "
+                         "right before it")
+    raise ValueError(f"{what} ({type(module).__name__}): its effective_linear() map applied to "
+                     "its input does not give its output (NC3/NC4 would be wrong); make "
+                     "effective_linear() return the map the module applies to its input")
 
 
 def _same(a: Tensor, b: Tensor) -> bool:

@@ -6,6 +6,10 @@ Module names: ``normalize``, ``flatten``, ``features.block{i}`` (each with ``lin
 ``relu``), ``classifier``. Taps (``tap_layers``): every hidden block's output (= its ReLU),
 ``features.block1 .. features.block{L}``; the last one equals the penultimate features.
 PyTorch default initialisation.
+With ``head="normalized"`` a :class:`~ncscope.models.L2Normalize` ``feature_norm`` sits
+before a cosine :class:`~ncscope.models.NormalizedHead` ``classifier`` (Yaras et al. 2022);
+``forward_features`` then returns the unit-norm features (no longer equal to the last
+tap).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch
 from torch import nn
 
 from ncscope.models.normalize import Normalize
+from ncscope.models.normalized import make_head
 
 __all__ = ["BNMLP"]
 
@@ -30,6 +35,9 @@ class BNMLP(nn.Module):
         num_classes: output classes.
         widths: hidden widths, default ``(512, 512, 256, 128)``.
         mean, std: normalisation statistics for the leading :class:`Normalize`.
+        head: ``"linear"`` (an ``nn.Linear``) or ``"normalized"`` (an :class:`L2Normalize`
+            ``feature_norm`` then a :class:`NormalizedHead` ``classifier``; Yaras et al. 2022).
+        head_scale: the normalized head's ``scale`` (``1 / tau``; default 10).
     """
 
     def __init__(
@@ -39,6 +47,8 @@ class BNMLP(nn.Module):
         widths: Sequence[int] = (512, 512, 256, 128),
         mean: float | Sequence[float] = 0.0,
         std: float | Sequence[float] = 1.0,
+        head: str = "linear",
+        head_scale: float | None = None,
     ) -> None:
         super().__init__()
         if not widths:
@@ -53,14 +63,15 @@ class BNMLP(nn.Module):
             )
             d_in = w
         self.features = nn.Sequential(blocks)
-        self.classifier = nn.Linear(d_in, num_classes)
+        self.feature_norm, self.classifier = make_head(d_in, num_classes, head, head_scale)
         self.input_shape = tuple(int(s) for s in input_shape)
         self.num_classes = num_classes
         self.tap_layers = [f"features.block{i}" for i in range(1, len(widths) + 1)]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features (the input of ``classifier``)."""
-        return self.features(self.flatten(self.normalize(x)))
+        h = self.features(self.flatten(self.normalize(x)))
+        return h if self.feature_norm is None else self.feature_norm(h)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits."""

@@ -18,6 +18,9 @@ hooks see un-mutated tensors. ``avgpool`` is ``AdaptiveAvgPool2d(1)`` (= the off
 Taps (Su et al. 2024, §7, ``VerboseExecution``: every top-level child): CIFAR ``conv1, layer1,
 layer2, layer3, layer4, bn`` (``bn`` = pre-ReLU output of the final BN); ImageNette ``maxpool``
 (the stem output) instead of ``conv1``.
+With ``head="normalized"`` a :class:`~ncscope.models.L2Normalize` ``feature_norm`` sits
+before a cosine :class:`~ncscope.models.NormalizedHead` ``classifier`` (Yaras et al. 2022);
+``forward_features`` then returns the unit-norm features.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import torch
 from torch import nn
 
 from ncscope.models.normalize import Normalize
+from ncscope.models.normalized import make_head
 
 __all__ = ["PreActBlock", "PreActResNet", "preactresnet18", "preactresnet18_imagenette"]
 
@@ -70,6 +74,9 @@ class PreActResNet(nn.Module):
         num_classes: output classes.
         stem: ``"cifar"`` or ``"imagenet"``.
         mean, std: normalisation statistics for the leading :class:`Normalize`.
+        head: ``"linear"`` (an ``nn.Linear``) or ``"normalized"`` (an :class:`L2Normalize`
+            ``feature_norm`` then a :class:`NormalizedHead` ``classifier``; Yaras et al. 2022).
+        head_scale: the normalized head's ``scale`` (``1 / tau``; default 10).
     """
 
     def __init__(
@@ -80,6 +87,8 @@ class PreActResNet(nn.Module):
         stem: Literal["cifar", "imagenet"] = "cifar",
         mean: float | Sequence[float] = 0.0,
         std: float | Sequence[float] = 1.0,
+        head: str = "linear",
+        head_scale: float | None = None,
     ) -> None:
         super().__init__()
         if stem not in ("cifar", "imagenet"):
@@ -107,7 +116,7 @@ class PreActResNet(nn.Module):
         self.relu = nn.ReLU()
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
-        self.classifier = nn.Linear(in_planes, num_classes)
+        self.feature_norm, self.classifier = make_head(in_planes, num_classes, head, head_scale)
         self.num_classes = num_classes
         first = "conv1" if stem == "cifar" else "maxpool"
         self.tap_layers = [first, "layer1", "layer2", "layer3", "layer4", "bn"]
@@ -130,7 +139,8 @@ class PreActResNet(nn.Module):
         if self.stem == "imagenet":
             out = self.maxpool(self.relu1(self.bn1(out)))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
-        return self.flatten(self.avgpool(self.relu(self.bn(out))))
+        h = self.flatten(self.avgpool(self.relu(self.bn(out))))
+        return h if self.feature_norm is None else self.feature_norm(h)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits."""
@@ -142,9 +152,12 @@ def preactresnet18(
     in_channels: int = 3,
     mean: float | Sequence[float] = 0.0,
     std: float | Sequence[float] = 1.0,
+    head: str = "linear",
+    head_scale: float | None = None,
 ) -> PreActResNet:
     """PreActResNet18, CIFAR variant (Rice et al.; PyTorch default init)."""
-    return PreActResNet((2, 2, 2, 2), in_channels, num_classes, "cifar", mean, std)
+    return PreActResNet((2, 2, 2, 2), in_channels, num_classes, "cifar", mean, std, head,
+                        head_scale)
 
 
 def preactresnet18_imagenette(
@@ -152,6 +165,9 @@ def preactresnet18_imagenette(
     in_channels: int = 3,
     mean: float | Sequence[float] = 0.0,
     std: float | Sequence[float] = 1.0,
+    head: str = "linear",
+    head_scale: float | None = None,
 ) -> PreActResNet:
     """PreActResNet18, ImageNet-style variant used for ImageNette-160 (7x7/2 stem + max-pool)."""
-    return PreActResNet((2, 2, 2, 2), in_channels, num_classes, "imagenet", mean, std)
+    return PreActResNet((2, 2, 2, 2), in_channels, num_classes, "imagenet", mean, std, head,
+                        head_scale)

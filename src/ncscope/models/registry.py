@@ -123,10 +123,12 @@ def create_model(
         mean, std: normalisation statistics (default: the data set's, else 0 / 1).
         dataset: registry name or :class:`DatasetInfo` supplying the defaults above.
         **kwargs: architecture options (e.g. ``widths`` for ``bn_mlp``; ``channels`` /
-            ``hidden`` for ``small_cnn``).
+            ``hidden`` for ``small_cnn``); every built-in model also takes ``head`` (``"linear"``
+            or ``"normalized"``) and ``head_scale`` (see :class:`~ncscope.models.NormalizedHead`).
 
     The returned model has ``classifier`` (final ``nn.Linear``), ``tap_layers``,
-    ``num_classes`` and ``input_shape`` attributes.
+    ``num_classes`` and ``input_shape`` attributes (with ``head="normalized"`` also the
+    :class:`~ncscope.models.L2Normalize` ``feature_norm`` in front of the classifier).
     """
     key = _canonical(name)
     if key not in MODELS:

@@ -20,6 +20,9 @@ Linear weight ``N(0, 0.01)`` bias 0.
 Taps (Su et al. 2024, §7, ``VerboseExecution_VGG``): the output of every conv block after its
 ReLU, or after the max-pool when one follows: CIFAR ``features.{pool1, pool2, relu3, pool3,
 relu5, pool4, relu7, relu8}``; ImageNette the same with ``features.pool5`` last.
+With ``head="normalized"`` a :class:`~ncscope.models.L2Normalize` ``feature_norm`` sits
+before a cosine :class:`~ncscope.models.NormalizedHead` ``classifier`` (Yaras et al. 2022);
+``forward_features`` then returns the unit-norm features.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import torch
 from torch import nn
 
 from ncscope.models.normalize import Normalize
+from ncscope.models.normalized import make_head
 
 __all__ = ["VGG", "VGG11_CFG", "vgg11_bn", "vgg11_bn_imagenette"]
 
@@ -49,6 +53,9 @@ class VGG(nn.Module):
         init_fan: ``"in"`` (CIFAR ``vgg.py``) or ``"out"`` (``vgg_imagenet.py``) for the conv
             weight standard deviation ``sqrt(2 / (k*k*n))``.
         mean, std: normalisation statistics for the leading :class:`Normalize`.
+        head: ``"linear"`` (an ``nn.Linear``) or ``"normalized"`` (an :class:`L2Normalize`
+            ``feature_norm`` then a :class:`NormalizedHead` ``classifier``; Yaras et al. 2022).
+        head_scale: the normalized head's ``scale`` (``1 / tau``; default 10).
     """
 
     def __init__(
@@ -59,6 +66,8 @@ class VGG(nn.Module):
         init_fan: Literal["in", "out"] = "in",
         mean: float | Sequence[float] = 0.0,
         std: float | Sequence[float] = 1.0,
+        head: str = "linear",
+        head_scale: float | None = None,
     ) -> None:
         super().__init__()
         if init_fan not in ("in", "out"):
@@ -86,7 +95,7 @@ class VGG(nn.Module):
         self.features = nn.Sequential(layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
-        self.classifier = nn.Linear(c_in, num_classes)
+        self.feature_norm, self.classifier = make_head(c_in, num_classes, head, head_scale)
         self.num_classes = num_classes
         self.init_fan = init_fan
         self.tap_layers = [f"features.{t}" for t in taps]
@@ -106,11 +115,13 @@ class VGG(nn.Module):
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:  # a NormalizedHead has none
+                    nn.init.zeros_(m.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate 512-d features (the input of ``classifier``)."""
-        return self.flatten(self.avgpool(self.features(self.normalize(x))))
+        h = self.flatten(self.avgpool(self.features(self.normalize(x))))
+        return h if self.feature_norm is None else self.feature_norm(h)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits."""
@@ -122,9 +133,11 @@ def vgg11_bn(
     in_channels: int = 3,
     mean: float | Sequence[float] = 0.0,
     std: float | Sequence[float] = 1.0,
+    head: str = "linear",
+    head_scale: float | None = None,
 ) -> VGG:
     """VGG11-BN, CIFAR variant (official ``vgg.py``; 32x32 inputs, conv init fan-in)."""
-    return VGG(VGG11_CFG, in_channels, num_classes, "in", mean, std)
+    return VGG(VGG11_CFG, in_channels, num_classes, "in", mean, std, head, head_scale)
 
 
 def vgg11_bn_imagenette(
@@ -132,7 +145,10 @@ def vgg11_bn_imagenette(
     in_channels: int = 3,
     mean: float | Sequence[float] = 0.0,
     std: float | Sequence[float] = 1.0,
+    head: str = "linear",
+    head_scale: float | None = None,
 ) -> VGG:
     """VGG11-BN, ImageNette-160 variant (official ``vgg11_bn_pool``: final max-pool, 160x160
     inputs -> 5x5 map -> average pool, conv init fan-out)."""
-    return VGG((*VGG11_CFG, "M"), in_channels, num_classes, "out", mean, std)
+    return VGG((*VGG11_CFG, "M"), in_channels, num_classes, "out", mean, std, head,
+               head_scale)
