@@ -6,16 +6,17 @@ official code): SGD 0.9, lr 0.1 with the per-iteration piecewise schedule, weigh
 batch 128, ST / AT (PGD in train mode, adversarial CE only) / TRADES (beta = 6, optional
 BatchNorm quirk of the official code), and per-epoch NC on the clean training data and on the
 training-time perturbations. Training modes are objects in a registry
-(:mod:`ncscope.train.modes`: :func:`register_mode`), as are losses (:func:`register_loss`)
-and schedules (:func:`register_schedule`).
+(:mod:`ncscope.train.modes`: :func:`register_mode`), as are losses (:mod:`ncscope.losses`,
+re-exported here: :func:`register_loss`) and schedules (:func:`register_schedule`).
 
 Entry points: :func:`train` (config in, trained model + history + run folder out),
 :class:`Trainer` (any ``nn.Module`` and data sets), :func:`track` (one measurement, reusable
 on saved checkpoints). From the shell: ``ncscope train --config FILE`` (also under ``torchrun``).
-Imports ``data``, ``models``, ``collapse`` and ``attacks`` only.
+Imports ``data``, ``models``, ``collapse``, ``attacks`` and ``losses`` only.
 """
 
 from ncscope.collapse.spool import TensorSpool
+from ncscope.losses import LOSSES, cross_entropy, make_loss, register_loss, trades_kl
 from ncscope.train.checkpoint import (
     CheckpointError,
     list_checkpoints,
@@ -26,7 +27,6 @@ from ncscope.train.config import TrainConfig, TrainSettings
 from ncscope.train.distributed import DistInfo, derive_seed, epoch_batches
 from ncscope.train.entry import train
 from ncscope.train.history import HistoryWriter, read_jsonl, rows_to_frame
-from ncscope.train.losses import LOSSES, cross_entropy, make_loss, register_loss, trades_kl
 from ncscope.train.modes import (
     MODES,
     StepContext,

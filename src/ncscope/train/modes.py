@@ -45,8 +45,8 @@ from torch import Tensor, nn
 
 from ncscope.attacks import PGD, TRADES, Attack
 from ncscope.data import UnknownNameError
+from ncscope.losses import LossFn, trades_kl
 from ncscope.models.adapters import logits_of
-from ncscope.train.losses import LossFn, trades_kl
 
 if TYPE_CHECKING:
     from ncscope.train.config import TrainConfig

@@ -20,7 +20,7 @@ from typing import Any
 
 from ncscope.attacks import threat_model
 from ncscope.data import UnknownNameError
-from ncscope.train.losses import canonical_loss
+from ncscope.losses import canonical_loss, make_loss
 from ncscope.train.modes import MODES, canonical_mode
 from ncscope.train.schedules import canonical_schedule
 from ncscope.validation import check_int, check_real
@@ -85,8 +85,9 @@ class TrainSettings:
         mode: ``"st"`` (CE on clean), ``"at"`` (CE on PGD examples only, Madry et al. 2018),
             ``"trades"`` (``CE(f(x), y) + trades_beta * KL(f(x) || f(x'))``, Zhang et al. 2019),
             or any mode added with :func:`ncscope.train.modes.register_mode`.
-        loss: name in :data:`ncscope.train.LOSSES` (``loss_kwargs`` are passed to it); for
-            TRADES it is the natural term.
+        loss: name in :data:`ncscope.losses.LOSSES` (``ce``, ``ls``, ``fl``, ``mse`` or a
+            registered one; ``loss_kwargs`` are passed to it and checked here); for TRADES it
+            is the natural term.
         epochs, batch_size, lr (``lr_max``), momentum, weight_decay (all parameters),
         schedule: ``"piecewise"`` | ``"cosine"`` | ``"constant"`` (per-iteration updates).
         seed: model initialisation, batch order and attack noise all derive from it.
@@ -224,6 +225,7 @@ class TrainSettings:
             if not isinstance(value, Mapping):
                 raise TypeError(f"{name} must be a dict, got {type(value).__name__}")
             setattr(self, name, dict(value))
+        make_loss(self.loss, **self.loss_kwargs)  # bad hyper-parameters fail here, one line
         self.eps = self._eps("eps", self.eps, positive=self.mode != "st")
         self.alpha = (
             None if self.alpha is None else _real("alpha", self.alpha, 0.0, strict_low=True)

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from ncscope.attacks import Attack
 from ncscope.collapse.spool import TensorSpool
+from ncscope.losses import make_loss
 from ncscope.models import as_dataset, find_classifier
 from ncscope.runs import RunFolder
 from ncscope.train.checkpoint import (
@@ -50,7 +51,6 @@ from ncscope.train.checkpoint import (
 from ncscope.train.config import TrainConfig
 from ncscope.train.distributed import DistInfo, all_reduce_sum, derive_seed, epoch_batches
 from ncscope.train.history import HistoryWriter, rows_to_frame
-from ncscope.train.losses import make_loss
 from ncscope.train.modes import MultiForward, StepContext, make_mode
 from ncscope.train.result import Callback, TrainResult
 from ncscope.train.run_folder import (
