@@ -19,10 +19,12 @@ import torch
 from torch import nn
 
 import ncscope
+import ncscope.experiments.robust as robust_mod
 from _attack_helpers import plain_digits_mlp
 from ncscope.attacks import PGD, AttackSanityWarning, AutoAttackSource
-from ncscope.data import load_dataset
+from ncscope.data import load_dataset, stratified_indices
 from ncscope.experiments.analyze import AnalyzeSettings, wide
+from ncscope.experiments.robust import consistency_flag, robust_reference
 from ncscope.experiments.studies.su2024.figures import _accuracy_table
 
 EPS = 0.1
@@ -178,3 +180,43 @@ def test_su2024_accuracy_table_autoattack_column_and_flags() -> None:
     assert "sanity failure" in flags["trades"]
     assert "gradient masking" in flags["masked"]
     assert np.isnan(t.set_index("run").loc["none", "AutoAttack test acc"])
+
+
+@pytest.mark.parametrize(("pgd", "aa", "flag"), [
+    (0.50, 0.47, ""), (0.50, 0.50, ""), (0.50, 0.51, "sanity failure"),
+    (0.50, 0.44, "gradient masking"), (0.50, float("nan"), ""), (float("nan"), 0.4, ""),
+])
+def test_consistency_flag(pgd: float, aa: float, flag: str) -> None:
+    got = consistency_flag(pgd, aa)
+    assert (flag in got) if flag else got == ""
+
+
+def test_robust_reference_pgd_on_the_same_stratified_images(monkeypatch) -> None:
+    model, _ = plain_digits_mlp()
+    test = load_dataset("digits", split="test")
+    out = robust_reference(model, test, eps=EPS, n=100, seed=3, autoattack="off")
+    idx = torch.as_tensor(stratified_indices(test.tensors[1].numpy(), 100, seed=3))
+    x, y = test.tensors[0][idx], test.tensors[1][idx]
+    pgd = PGD(model, eps=EPS, alpha=EPS / 4, steps=10, seed=3)
+    assert out["n"] == 100 and np.bincount(y.numpy()).min() >= 9
+    assert out["clean"] == pytest.approx(_acc(model, x, y), abs=1e-6)
+    assert out["pgd"] == pytest.approx(_acc(model, pgd(x, y), y), abs=1e-6)
+    assert np.isnan(out["autoattack"]) and out["note"] == "AutoAttack off"
+    assert out["check"] == ""
+    monkeypatch.setattr(robust_mod, "autoattack_installed", lambda: False)
+    missing = robust_reference(model, test, eps=EPS, n=50, autoattack="auto")
+    assert "pip install 'ncscope[autoattack]'" in missing["note"]
+    with pytest.raises(ImportError, match="autoattack='on'") as err:
+        robust_reference(model, test, eps=EPS, n=50, autoattack="on")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="autoattack"):
+        robust_reference(model, test, eps=EPS, autoattack="maybe")
+
+
+def test_robust_reference_autoattack_at_most_pgd(digits_model) -> None:
+    model, _, (x, y) = digits_model
+    out = robust_reference(model, (x, y), eps=EPS, n=None, autoattack="on")
+    assert out["n"] == N_TEST
+    assert out["autoattack"] <= out["pgd"] <= out["clean"]
+    assert list(out["autoattack_after"]) == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert out["autoattack_after"]["square"] == out["autoattack"]

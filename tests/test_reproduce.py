@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pandas as pd
@@ -51,6 +52,15 @@ def test_tables_parse_with_expected_columns(quick_run) -> None:
     assert {"panel", "kind", "label", "x", "y"} <= set(pts.columns)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["timings_s"]["total"] > 0
+    robust = pd.read_csv(out / "robust_accuracy.csv")
+    assert list(robust.run) == ["st", "at", "trades", "trades_bnquirk"]
+    assert (robust.n == 40).all() and (robust.pgd <= robust.clean).all()
+    if importlib.util.find_spec("pyautoattack") is not None:  # the extra is installed
+        assert (robust.autoattack <= robust.pgd).all()  # AutoAttack is the stronger attack
+    else:
+        assert robust.autoattack.isna().all() and robust.note.str.contains("pip install").all()
+    html = (out.parent / "report.html").read_text()
+    assert "Robust accuracy: PGD vs AutoAttack" in html
 
 
 def test_claims_table_has_t1_to_t9_with_numbers(quick_run) -> None:

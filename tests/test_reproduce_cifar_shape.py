@@ -26,7 +26,7 @@ def test_cifar_config_on_synthetic_cifar_shaped_data(tmp_path) -> None:
         "--set", "train.batch_size=16", "--set", "workers=1", "--set", "threads=1",
         "--set", "train.device=cpu", "--set", "analyze.device=cpu",
         "--set", "points_per_class=1", "--set", "analyze.batch_size=32",
-        "--set", "analyze.steps=1", "--out", str(out), "--quiet",
+        "--set", "analyze.steps=1", "--set", "autoattack=off", "--out", str(out), "--quiet",
     ])
     assert code == 0
     out = out / "su2024"

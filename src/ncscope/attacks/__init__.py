@@ -36,7 +36,7 @@ from typing import Any
 
 from torch import nn
 
-from ncscope.attacks.autoattack import AutoAttackReport, AutoAttackSource
+from ncscope.attacks.autoattack import AutoAttackReport, AutoAttackSource, autoattack_installed
 from ncscope.attacks.base import CHECK_LEVELS, Attack, AttackReport
 from ncscope.attacks.fast import AttackTwin, twin_for
 from ncscope.attacks.fgsm import FGSM
@@ -105,6 +105,7 @@ __all__ = [
     "AttackTwin",
     "AutoAttackReport",
     "AutoAttackSource",
+    "autoattack_installed",
     "GaussianL2",
     "GaussianNoise",
     "GradientAttack",

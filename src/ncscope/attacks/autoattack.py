@@ -17,6 +17,7 @@ AutoAttack's robust accuracy.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import re
 import time
@@ -33,7 +34,7 @@ from ncscope.attacks.threat import THREAT_DEFAULTS, check_eps
 from ncscope.models.adapters import logits_of
 from ncscope.validation import check_choice, check_int, check_norm
 
-__all__ = ["AA_VERSIONS", "AutoAttackReport", "AutoAttackSource"]
+__all__ = ["AA_VERSIONS", "AutoAttackReport", "AutoAttackSource", "autoattack_installed"]
 
 #: AutoAttack versions (Croce & Hein 2020): ``standard`` (APGD-CE, APGD-T, FAB-T, Square),
 #: ``plus`` (all six components with restarts), ``rand`` (APGD-CE and APGD-DLR with expectation
@@ -80,6 +81,12 @@ class AutoAttackReport(AttackReport):
                    robust_accuracy=self.robust_accuracy, robust_after=dict(self.robust_after),
                    attacks=list(self.attacks), package=self.package, seconds=self.seconds)
         return out
+
+
+def autoattack_installed() -> bool:
+    """Whether the optional ``pyautoattack`` package (the authors' implementation) is
+    importable."""
+    return importlib.util.find_spec("pyautoattack") is not None
 
 
 def _import_pyautoattack() -> Any:

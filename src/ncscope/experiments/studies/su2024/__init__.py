@@ -10,6 +10,8 @@ attack mostly succeeds, for the leap). Tables written into the study folder (sch
 * ``history.csv`` / ``history.jsonl`` — per-epoch tracking of every run (context ``run, epoch``);
 * ``analysis.csv`` — :func:`ncscope.analyze` of every model (context ``run, eps_name, eps``),
   ``analysis_wide.csv`` one row per view;
+* ``robust_accuracy.csv`` — PGD and AutoAttack robust accuracy of every model on the same test
+  images (:func:`ncscope.experiments.robust.robust_reference`);
 * ``points.csv`` — 2-D projections behind the leap figure;
 * ``claims.json`` / ``claims.csv`` (written by ``ncscope reproduce``) and ``summary.json``.
 """
@@ -36,6 +38,7 @@ from ncscope.config import to_dict
 from ncscope.data import DatasetInfo, stratified_indices
 from ncscope.data.config import DataConfig
 from ncscope.experiments.analyze import AnalyzeSettings
+from ncscope.experiments.robust import AUTOATTACK_MODES, robust_reference
 from ncscope.experiments.studies.base import Study, register_study
 from ncscope.experiments.studies.su2024 import claims as su_claims
 from ncscope.experiments.studies.su2024 import figures as su_figures
@@ -44,6 +47,7 @@ from ncscope.models.config import ModelConfig
 from ncscope.train import TrainConfig, TrainSettings
 from ncscope.train.pool import train_many
 from ncscope.train.tracking import fetch_batch, labels_of
+from ncscope.validation import check_choice, check_int
 
 RUNS = ("st", "at", "trades", "trades_bnquirk")
 
@@ -59,7 +63,10 @@ class Su2024Config:
     ``train`` holds what every run shares (optimiser, attack, tracking cadence); the study sets
     per run the mode, the BN quirk and what is tracked. ``analyze`` measures every trained
     model; its ``eps`` (``None``) is the training ``eps`` — the main ε — and ST is also analysed
-    at ``eps_strong``.
+    at ``eps_strong``. ``autoattack`` (``auto`` / ``on`` / ``off``) and ``robust_n`` (test
+    images, ``None``: all) set the robust-accuracy reference: PGD and standard AutoAttack on
+    the same ``robust_n`` test images of every model (:func:`ncscope.experiments.robust.
+    robust_reference`; ``auto`` runs AutoAttack when ``pyautoattack`` is installed).
     """
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -69,6 +76,8 @@ class Su2024Config:
     runs: list[str] = field(default_factory=lambda: list(RUNS))
     eps_strong: float = 0.3
     points_per_class: int = 15
+    autoattack: str | bool = "auto"  # YAML reads a bare on / off as a boolean
+    robust_n: int | None = 200
     workers: int = 2
     threads: int = 1
     progress: bool = True
@@ -81,6 +90,12 @@ class Su2024Config:
             raise ValueError(f"eps_strong must lie in (0, 1] (pixel units); got {self.eps_strong}")
         if self.workers < 1 or self.threads < 1 or self.points_per_class < 1:
             raise ValueError("workers, threads and points_per_class must be >= 1")
+        if isinstance(self.autoattack, bool):  # YAML reads a bare on / off as a boolean
+            self.autoattack = "on" if self.autoattack else "off"
+        self.autoattack = check_choice("su2024", "autoattack", self.autoattack,
+                                       AUTOATTACK_MODES)
+        if self.robust_n is not None:
+            self.robust_n = check_int("su2024", "robust_n", self.robust_n, 1)
 
     def train_config(self, run: str, folder: Path) -> TrainConfig:
         """The :class:`TrainConfig` of one run (``st``, ``at``, ``trades``,
@@ -109,7 +124,7 @@ class Su2024Config:
         return AnalyzeSettings(**a)
 
 
-QUICK = {"train.epochs": 4, "train.track_every": 2, "points_per_class": 5}
+QUICK = {"train.epochs": 4, "train.track_every": 2, "points_per_class": 5, "robust_n": 40}
 
 
 def _load_model(cfg: Su2024Config, folder: Path, run: str, info: DatasetInfo) -> nn.Module:
@@ -209,6 +224,23 @@ def run(cfg: Su2024Config, folder: Path, progress: bool = True) -> dict[str, Any
     analysis = pd.concat(frames, ignore_index=True)
     analysis.to_csv(folder / "analysis.csv", index=False)
     wide(analysis).to_csv(folder / "analysis_wide.csv", index=False)
+
+    # 2b. Robust accuracy with its reference: PGD and AutoAttack on the same test images.
+    a = cfg.analyze
+    robust = []
+    for r, model in models.items():
+        t0 = time.perf_counter()
+        res = robust_reference(model, test_set, eps=eps_main, norm=a.norm, alpha=a.alpha,
+                               steps=a.steps, restarts=a.restarts, n=cfg.robust_n,
+                               seed=a.seed, autoattack=cfg.autoattack, fast=a.fast_attacks)
+        timings[f"robust:{r}"] = time.perf_counter() - t0
+        after = res.pop("autoattack_after")
+        robust.append({"run": r, **res, **{f"after {k}": v for k, v in after.items()}})
+        if on:
+            print(f"su2024 {r}: robust accuracy PGD {res['pgd']:.3f}, AutoAttack "
+                  f"{res['autoattack']:.3f} on {res['n']} test images  "
+                  f"{timings[f'robust:{r}']:.1f} s", file=sys.stderr, flush=True)
+    pd.DataFrame(robust).to_csv(folder / "robust_accuracy.csv", index=False)
 
     # 3. 2-D leap view of the last layer.
     x, y = _point_samples(train_set)

@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ncscope.collapse.schema import typed  # noqa: E402
+from ncscope.experiments.robust import consistency_flag  # noqa: E402
 from ncscope.experiments.studies.su2024.claims import (  # noqa: E402
     penultimate_of,
     perturbed_source,
@@ -232,24 +233,6 @@ def figures(folder: Path) -> list[tuple[Path, str]]:
     return figs
 
 
-#: PGD's robust accuracy above AutoAttack's by more than this (fraction) flags the model.
-MASKING_GAP = 0.05
-
-
-def _autoattack_flag(pgd: float, aa: float) -> str:
-    """The sanity rule of AutoAttack as the reference (Croce & Hein, ICML 2020): its robust
-    accuracy is an upper bound that a stronger attack can only lower, so above PGD's it signals
-    a broken evaluation, and far below PGD's (more than 5 points) it suggests that PGD's
-    gradients are masked."""
-    if np.isnan(pgd) or np.isnan(aa):
-        return ""
-    if aa > pgd + 1e-12:
-        return "AutoAttack > PGD (sanity failure)"
-    if pgd - aa > MASKING_GAP:
-        return "PGD - AutoAttack > 5 points (possible gradient masking)"
-    return ""
-
-
 def _accuracy_table(analysis: pd.DataFrame) -> pd.DataFrame:
     a = analysis[analysis["class"].isna() & (analysis.eps_name == "main")
                  & (analysis.split == "test") & (analysis.reference == "clean")
@@ -268,7 +251,7 @@ def _accuracy_table(analysis: pd.DataFrame) -> pd.DataFrame:
                "PGD test acc": val("pgd", "net_accuracy")}
         if with_aa:
             row["AutoAttack test acc"] = val("autoattack", "net_accuracy")
-            row["AutoAttack check"] = _autoattack_flag(row["PGD test acc"],
+            row["AutoAttack check"] = consistency_flag(row["PGD test acc"],
                                                        row["AutoAttack test acc"])
         row.update({"NCC clean test acc": val("clean", "ncc_accuracy"),
                     "NCC PGD test acc": val("pgd", "ncc_accuracy")})
@@ -288,8 +271,30 @@ def _nc_table(analysis: pd.DataFrame) -> pd.DataFrame:
     return t[["run", "eps_name", "source", "group", *[k for k in keep if k in t]]]
 
 
+def _robust_table(folder: Path) -> pd.DataFrame | None:
+    """``robust_accuracy.csv`` as the report shows it (``None`` for folders written before it
+    existed)."""
+    path = folder / "robust_accuracy.csv"
+    if not path.is_file():
+        return None
+    r = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    out = pd.DataFrame({"run": r.run, "eps": r.eps, "norm": r.norm, "test images": r.n,
+                        "clean acc": r.clean, "PGD acc": r.pgd, "AutoAttack acc": r.autoattack})
+    for col in [c for c in r.columns if c.startswith("after ")]:
+        out[f"AA {col}"] = r[col]
+    out["check"] = [c if isinstance(c, str) and c else (n if isinstance(n, str) else "")
+                    for c, n in zip(r.check, r.note, strict=True)]
+    return out
+
+
 def tables(folder: Path) -> list[tuple[str, pd.DataFrame]]:
     """The report tables of the study."""
     _, analysis = read_tables(folder)
-    return [("Accuracies (test set, last layer for NCC)", _accuracy_table(analysis)),
-            ("NC of the last layer on training data (own class means)", _nc_table(analysis))]
+    out = [("Accuracies (test set, last layer for NCC)", _accuracy_table(analysis))]
+    robust = _robust_table(folder)
+    if robust is not None:
+        out.append(("Robust accuracy: PGD vs AutoAttack (standard) on the same test images; "
+                    "AutoAttack above PGD is a sanity failure, PGD more than 5 points above "
+                    "AutoAttack suggests gradient masking", robust))
+    out.append(("NC of the last layer on training data (own class means)", _nc_table(analysis)))
+    return out
