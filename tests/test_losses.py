@@ -211,3 +211,24 @@ def test_training_with_focal_loss() -> None:
            & (h["epoch"] == 2)]["value"]
     assert float(logs["value"].iloc[-1]) < 2.31 and (ce > 0).all()
     assert out.config.loss == "fl" and out.config.loss_kwargs == {"gamma": 2}
+
+
+def test_factory_reference_is_imported_and_bad_ones_are_one_line(tmp_path, monkeypatch) -> None:
+    (tmp_path / "my_loss_mod.py").write_text(
+        "import torch.nn.functional as F\n\n"
+        "def half_ce(scale: float = 0.5):\n"
+        "    return lambda z, y: scale * F.cross_entropy(z, y)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from ncscope.losses import LOSSES, canonical_loss, make_loss
+
+    try:
+        assert canonical_loss("my_loss_mod:half_ce") == "my_loss_mod:half_ce"
+        z, y = torch.randn(4, 3, dtype=torch.float64), torch.tensor([0, 1, 2, 0])
+        assert torch.allclose(make_loss("my_loss_mod:half_ce")(z, y),
+                              0.5 * torch.nn.functional.cross_entropy(z, y))
+        for bad in ("no_such_mod_xyz:fn", "my_loss_mod:nope"):
+            with pytest.raises(ValueError, match="cannot import") as err:
+                canonical_loss(bad)
+            assert "\n" not in str(err.value)
+    finally:
+        LOSSES.pop("my_loss_mod:half_ce", None)

@@ -29,6 +29,7 @@ sets of logits).
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
 from collections.abc import Callable
 
@@ -90,14 +91,41 @@ def register_loss(
     return add if factory is None else add(factory)
 
 
+def _import_factory(spec: str) -> str:
+    """Register the factory ``"package.module:function"`` under that name (imported in every
+    process that resolves it, so training worker processes find it too)."""
+    if spec in LOSSES:
+        return spec
+    module_name, _, attr = spec.partition(":")
+    try:
+        obj: object = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError, ValueError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UnknownNameError(f"loss {spec!r}: cannot import it ({reason}); write "
+                               "'package.module:factory' with the module on sys.path") from None
+    if not callable(obj):
+        raise UnknownNameError(f"loss {spec!r} is a {type(obj).__name__}, not a loss factory")
+    LOSSES[spec] = obj  # type: ignore[assignment]
+    return spec
+
+
 def canonical_loss(name: str) -> str:
-    """Registry key of ``name`` (case-insensitive, aliases); unknown names list the valid ones."""
+    """Registry key of ``name`` (case-insensitive, aliases); unknown names list the valid ones.
+
+    A factory reference ``"package.module:function"`` is imported and registered under that
+    name: the way to use your own loss in spawned training workers (``workers > 1``), where a
+    loss registered at run time in the parent process does not exist."""
     if not isinstance(name, str):
         raise TypeError(f"loss must be a string; valid names: {', '.join(sorted(LOSSES))}")
+    if ":" in name:
+        return _import_factory(name.strip())
     key = _key(name)
     key = _ALIASES.get(key, key)
     if key not in LOSSES:
-        raise UnknownNameError(f"unknown loss {name!r}; valid names: {', '.join(sorted(LOSSES))}")
+        raise UnknownNameError(f"unknown loss {name!r}; valid names: {', '.join(sorted(LOSSES))} "
+                               "or a factory 'package.module:function'")
     return key
 
 

@@ -51,6 +51,10 @@ COLUMNS: tuple[Column, ...] = (
 CONTEXT: tuple[Column, ...] = (
     Column("study", "string", "study name of `ncscope reproduce`"),
     Column("run", "string", "training run within a study (e.g. 'st', 'at', 'trades')"),
+    Column("mode", "string", "training mode of the run ('st', 'at', 'trades')"),
+    Column("loss", "string", "training loss of the run (a name of ncscope.losses: 'ce', 'ls', "
+           "'fl', 'mse', ...)"),
+    Column("head", "string", "classifier head of the run ('linear', 'normalized')"),
     Column("epoch", "Int64", "completed training epochs when measured (0 = initialisation)"),
     Column("eps_name", "string", "name of the threat-model radius ('main', 'strong')"),
     Column("eps", "float64", "perturbation radius (or noise scale) of the source, in pixel "
