@@ -49,7 +49,8 @@ class GridRun:
 def grid_configs(runs: list[GridRun], data: DataConfig, model: ModelConfig,
                  train: TrainSettings, folder: Path) -> dict[str, TrainConfig]:
     """The :class:`TrainConfig` of every run: the shared sections, the run's mode and changes,
-    tracking of the penultimate layer at epoch 1, every ``track_every`` and the last epoch
+    tracking of the penultimate layer at initialisation (epoch 0), epoch 1, every
+    ``track_every`` and the last epoch
     (clean and fresh-PGD sources; AT also its training-time perturbations; test split with its
     PGD accuracy)."""
     epochs = sorted({1, train.epochs, *range(train.track_every, train.epochs + 1,
@@ -58,7 +59,8 @@ def grid_configs(runs: list[GridRun], data: DataConfig, model: ModelConfig,
     for r in runs:
         out[r.name] = TrainConfig.from_sections(
             data, r.model if r.model is not None else model, train,
-            **{"mode": r.mode, "track_epochs": epochs, "track_layers": "penultimate",
+            **{"mode": r.mode, "track_init": True, "track_epochs": epochs,
+               "track_layers": "penultimate",
                "track_fresh_attack": True, "track_perturbed": r.mode != "st",
                "track_test": True, "track_test_attack": True,
                "out_dir": str(folder / r.name), "overwrite": True, "checkpoint_every": 1,
@@ -93,7 +95,8 @@ def _pick(h: pd.DataFrame, source: str, split: str, metric: str, reference: str)
 def final_table(history: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
     """One row per run at its last tracked epoch: clean and PGD test accuracy, NC1–NC4 of the
     clean training features and of their fresh-PGD perturbations (``pgd``) and, for AT, of the
-    training-time perturbations (``perturbed``); plus the first tracked clean NC1."""
+    training-time perturbations (``perturbed``); plus the first tracked clean NC1 (at
+    initialisation)."""
     rows = []
     for run, h in history.groupby("run", sort=False):
         row: dict[str, Any] = {"run": run, **{k: h[k].iloc[0] for k in ["mode", *labels]}}

@@ -65,7 +65,7 @@ class UFMSettings:
 
 
 def _digits_train() -> TrainSettings:
-    return TrainSettings(epochs=60, lr=0.05, eps=0.1, track_every=5, track_subset=None)
+    return TrainSettings(epochs=40, lr=0.05, eps=0.1, track_every=5, track_subset=None)
 
 
 @dataclass
