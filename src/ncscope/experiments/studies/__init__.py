@@ -4,6 +4,8 @@
   Neural Collapse of Robustness", TMLR 2024 (the default study).
 * ``zhou2022`` — Zhou, You, Li, Liu, Liu, Qu & Zhu, "Are All Losses Created Equal: A Neural
   Collapse Perspective", NeurIPS 2022 (CE / LS / FL / MSE: UFM and networks, ST and AT).
+* ``yaras2022`` — Yaras, Wang, Zhu, Balzano & Qu, "Neural Collapse with Normalized Features: A
+  Geometric Analysis over the Riemannian Manifold", NeurIPS 2022 (oblique UFM; normalized head).
 
 Add a study by writing a module here that calls :func:`register_study` and importing it below.
 """
@@ -18,6 +20,7 @@ from ncscope.experiments.studies.base import (
     register_study,
 )
 from ncscope.experiments.studies.su2024 import STUDY as SU2024
+from ncscope.experiments.studies.yaras2022 import STUDY as YARAS2022  # noqa: F401
 from ncscope.experiments.studies.zhou2022 import STUDY as ZHOU2022  # noqa: F401
 
 DEFAULT_STUDY = SU2024.name
