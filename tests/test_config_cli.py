@@ -171,3 +171,19 @@ def test_cli_analyze_weights(tmp_path, capsys) -> None:
 
     table = pd.read_csv(out)
     assert set(table.source) == {"clean", "pgd"} and (table.weights == str(good)).all()
+
+
+def test_a_partial_section_keeps_the_configs_own_defaults(tmp_path) -> None:
+    """``--set train.epochs=3`` (or ``--quick``) on a study without a YAML keeps the study's
+    recipe for every other key of the section, not the section class's defaults."""
+    recipe = get_study("zhou2022").config().train
+    cfg = study_config(get_study("zhou2022"), None, ["train.epochs=3"])
+    assert cfg.train.epochs == 3
+    assert (cfg.train.lr, cfg.train.eps, cfg.train.track_subset) == (
+        recipe.lr, recipe.eps, recipe.track_subset) == (0.05, 0.1, None)
+    quick = study_config(get_study("yaras2022"), None, [], quick=True)
+    assert quick.train.lr == get_study("yaras2022").config().train.lr
+    path = tmp_path / "partial.yaml"
+    path.write_text("train: {epochs: 7}\nlosses: [ce]\n")
+    from_yaml = study_config(get_study("zhou2022"), str(path))
+    assert (from_yaml.train.epochs, from_yaml.train.lr, from_yaml.losses) == (7, 0.05, ["ce"])

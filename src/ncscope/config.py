@@ -94,11 +94,24 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
             f"unknown config key(s) {', '.join(prefix + u for u in unknown)}; valid keys: "
             f"{', '.join(prefix + f for f in fields)}"
         )
-    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    kwargs = {k: _coerce(_onto_default(fields[k], v), hints[k], prefix + k)
+              for k, v in data.items()}
     try:
         return cls(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"{prefix or cls.__name__}: {exc}") from None
+
+
+def _onto_default(f: dataclasses.Field, value: Any) -> Any:
+    """A partial section (a mapping) for a field whose default is a dataclass instance is
+    merged onto that default: the keys a YAML file or ``--set`` leaves out keep the values of
+    the config's own defaults (a study's recipe), not those of the section's class."""
+    if not isinstance(value, dict) or f.default_factory is dataclasses.MISSING:
+        return value
+    default = f.default_factory()
+    if not dataclasses.is_dataclass(default) or isinstance(default, type):
+        return value
+    return _deep_merge(to_dict(default), value)
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
