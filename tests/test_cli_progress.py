@@ -29,6 +29,13 @@ def _ncscope(*args: str) -> list[str]:
     return [sys.executable, "-m", "ncscope", *args]
 
 
+def _default_sigint() -> None:
+    """Give the child the default Ctrl-C: a job started in the background of a
+    non-interactive shell inherits SIGINT ignored, and Python then never raises
+    KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_train_prints_a_line_per_epoch_and_a_summary(tmp_path, capsys) -> None:
     out = tmp_path / "run"
     assert main(["train", "--set", "epochs=2", *TINY, "--set", f"out_dir={out}"]) == 0
@@ -94,7 +101,8 @@ def test_ctrl_c_during_train_then_resume(tmp_path) -> None:
         epochs=150, batch_size=10, track_every=1000, track_test=False, track_test_attack=False,
         out_dir=str(run)).to_yaml())
     proc = subprocess.Popen(_ncscope("train", "--config", str(cfg_file), "--quiet"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            preexec_fn=_default_sigint)
     timings = run / "timings.jsonl"
     _wait_for(lambda: proc.poll() is not None or (timings.is_file() and timings.read_text()))
     proc.send_signal(signal.SIGINT)
@@ -124,7 +132,7 @@ def test_reproduce_progress_ctrl_c_and_resume(tmp_path) -> None:
     args = ["reproduce", "--quick", "--set", "runs=[st, at]", "--set", "data.n_per_class=5",
             "--set", "train.epochs=8", "--set", "points_per_class=2", "--out", str(out)]
     proc = subprocess.Popen(_ncscope(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=ENV)
+                            text=True, env=ENV, preexec_fn=_default_sigint)
     err_lines: list[str] = []
     reader = threading.Thread(target=lambda: err_lines.extend(iter(proc.stderr.readline, "")))
     reader.start()
