@@ -332,3 +332,23 @@ def test_vgg_cfg_validation():
         VGG(cfg=("M",))
     with pytest.raises(ValueError):
         VGG(init_fan="both")  # type: ignore[arg-type]
+
+
+def test_bn_mlp_linear_bottleneck() -> None:
+    """``bottleneck=3``: a plain linear 3-D penultimate layer (signs free, no ReLU), found as
+    the penultimate tap; bad widths are one-line errors."""
+    from ncscope.models import create_model, penultimate_layer
+    from ncscope.models.mlp import BNMLP
+
+    torch.manual_seed(0)
+    model = create_model("bn_mlp", dataset="digits", widths=[32], bottleneck=3).eval()
+    assert model.tap_layers == ["features.block1", "features.bottleneck"]
+    assert isinstance(model.features.bottleneck, torch.nn.Linear)
+    h = model.forward_features(torch.rand(64, 1, 8, 8))
+    assert h.shape == (64, 3) and (h < 0).any()  # not a ReLU output
+    assert penultimate_layer(model) == "classifier:in"
+    assert model.classifier.in_features == 3
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="bottleneck") as err:
+            BNMLP(bottleneck=bad)
+        assert "\n" not in str(err.value)

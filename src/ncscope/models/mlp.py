@@ -6,6 +6,10 @@ Module names: ``normalize``, ``flatten``, ``features.block{i}`` (each with ``lin
 ``relu``), ``classifier``. Taps (``tap_layers``): every hidden block's output (= its ReLU),
 ``features.block1 .. features.block{L}``; the last one equals the penultimate features.
 PyTorch default initialisation.
+With ``bottleneck=d`` a linear ``features.bottleneck`` (``nn.Linear`` to ``d``, no BatchNorm or
+ReLU, so the features can point anywhere in R^d) follows the blocks and is the last tap: the
+penultimate layer of Jiang et al.'s generalized-collapse experiments, with K > d + 1 classes
+(no simplex ETF fits in R^d).
 With ``head="normalized"`` a :class:`~ncscope.models.L2Normalize` ``feature_norm`` sits
 before a cosine :class:`~ncscope.models.NormalizedHead` ``classifier`` (Yaras et al. 2022);
 ``forward_features`` then returns the unit-norm features (no longer equal to the last
@@ -38,6 +42,7 @@ class BNMLP(nn.Module):
         head: ``"linear"`` (an ``nn.Linear``) or ``"normalized"`` (an :class:`L2Normalize`
             ``feature_norm`` then a :class:`NormalizedHead` ``classifier``; Yaras et al. 2022).
         head_scale: the normalized head's ``scale`` (``1 / tau``; default 10).
+        bottleneck: width of an optional final linear layer (no BN, no ReLU) before the head.
     """
 
     def __init__(
@@ -49,6 +54,7 @@ class BNMLP(nn.Module):
         std: float | Sequence[float] = 1.0,
         head: str = "linear",
         head_scale: float | None = None,
+        bottleneck: int | None = None,
     ) -> None:
         super().__init__()
         if not widths:
@@ -62,11 +68,18 @@ class BNMLP(nn.Module):
                 OrderedDict(linear=nn.Linear(d_in, w), bn=nn.BatchNorm1d(w), relu=nn.ReLU())
             )
             d_in = w
+        taps = [f"features.block{i}" for i in range(1, len(widths) + 1)]
+        if bottleneck is not None:
+            if isinstance(bottleneck, bool) or not isinstance(bottleneck, int) or bottleneck < 1:
+                raise ValueError(f"BNMLP: bottleneck must be a positive int, got {bottleneck!r}")
+            blocks["bottleneck"] = nn.Linear(d_in, bottleneck)
+            d_in = bottleneck
+            taps.append("features.bottleneck")
         self.features = nn.Sequential(blocks)
         self.feature_norm, self.classifier = make_head(d_in, num_classes, head, head_scale)
         self.input_shape = tuple(int(s) for s in input_shape)
         self.num_classes = num_classes
-        self.tap_layers = [f"features.block{i}" for i in range(1, len(widths) + 1)]
+        self.tap_layers = taps
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features (the input of ``classifier``)."""
