@@ -1,6 +1,8 @@
 """Layer taps, exact streaming NC statistics, the metric registry and the one measurement sweep
-(no training, no attacks here)."""
+(no training, no attacks here); :mod:`~ncscope.collapse.gnc`: one-vs-rest distances and the
+generalized-NC metrics."""
 
+from ncscope.collapse.gnc import OneVsRest, min_margin, one_vs_rest, one_vs_rest_margins
 from ncscope.collapse.layers import LayerNC
 from ncscope.collapse.measure import Measurement
 from ncscope.collapse.metrics import nc_metrics, simplex_similarity
@@ -22,12 +24,16 @@ __all__ = [
     "Metric",
     "NCStats",
     "NCView",
+    "OneVsRest",
     "Reference",
     "Source",
     "TensorSpool",
     "list_layers",
     "long_frame",
+    "min_margin",
     "nc_metrics",
+    "one_vs_rest",
+    "one_vs_rest_margins",
     "register_metric",
     "simplex_similarity",
     "sweep",

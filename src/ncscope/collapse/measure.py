@@ -4,9 +4,12 @@ Every measured feature ``h`` with grouping label ``y`` gives ``z = h − μ_y`` 
 *reference* means). A :class:`Measurement` accumulates, in float64 and without any d×d matrix:
 ``A = Σ (M̃ z)(M̃ z)ᵀ`` (K×K), per-class ``Σ‖z‖²``, per-class sums of ``z`` (the measured means),
 counts of nearest-class-mean (NCC) decisions against labels, predictions and targets, and,
-when logits are given, the network's cross-entropy. Measurements add exactly (``merge``,
-``all_reduce``). The metrics are functions of ``(reference, measurement)``: see
-:mod:`ncscope.collapse.registry`.
+when logits are given, the network's cross-entropy. For the generalized-NC metrics it also
+accumulates ``Â = Σ (M̂̃ ẑ)(M̂̃ ẑ)ᵀ`` of the L2-normalised features, ``ẑ = h/‖h‖ − μ̂_y`` around
+the reference's normalised means: ``M̂̃`` rides in the same GEMM as ``M̃`` and ``W``, and
+``M̂̃ ẑ = (M̂̃ z + M̂̃ μ_y)/‖h‖ − M̂̃ μ̂_y`` costs one norm per sample and two K×K lookups.
+Measurements add exactly (``merge``, ``all_reduce``). The metrics are functions of
+``(reference, measurement)``: see :mod:`ncscope.collapse.registry`.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ncscope.collapse._checks import check_features, check_labels
-from ncscope.collapse.reference import Reference, row_chunks
+from ncscope.collapse.reference import Reference, row_chunks, unit_scale
 
 #: Names of the entries of :attr:`Measurement.counts` (int64, summed over measured samples).
 COUNT_NAMES = (
@@ -37,7 +40,8 @@ COUNT_NAMES = (
 )
 _C = {name: i for i, name in enumerate(COUNT_NAMES)}
 #: Accumulator tensors of a measurement, by attribute name (checkpoint / all_reduce order).
-FIELDS = ("proj_scatter", "within_sq", "meas_zsum", "meas_count", "ncc_counts", "loss_sum")
+FIELDS = ("proj_scatter", "within_sq", "meas_zsum", "meas_count", "ncc_counts", "loss_sum",
+          "unit_scatter")
 
 
 class Measurement:
@@ -53,6 +57,7 @@ class Measurement:
         self.meas_count = torch.zeros(k, dtype=torch.int64, device=dev)
         self.ncc_counts = torch.zeros(len(COUNT_NAMES), dtype=torch.int64, device=dev)
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+        self.unit_scatter = torch.zeros(kp, kp, dtype=torch.float64, device=dev)
 
     def count(self, name: str) -> int:
         """One of the :data:`COUNT_NAMES` counters as a Python int."""
@@ -111,8 +116,13 @@ class Measurement:
         kp = ref.num_present
         out = (ref.heads @ z.T).T
         proj = out[:, :kp]
+        nw = 0 if ref.weight is None else ref.num_classes
+        if ref.unit_cross is not None:  # M^~ (h/|h| - mu^_y) = (M^~ z + M^~ mu_y)/|h| - M^~ mu^_y
+            uproj = out[:, kp + nw:] + ref.unit_cross.index_select(0, yi)
+            uproj.mul_(unit_scale(h)[:, None]).sub_(ref.unit_self.index_select(0, yi))
+            self.unit_scatter += uproj.T @ uproj
         if pred is None and ref.weight is not None:
-            logits = out[:, kp:] + ref.mean_logits.index_select(0, yi)  # W h + b = W z + W mu_y + b
+            logits = out[:, kp:kp + nw] + ref.mean_logits.index_select(0, yi)  # W z + W mu_y + b
             if ref.bias is not None:
                 logits = logits + ref.bias
             pred = logits.argmax(dim=1)

@@ -5,14 +5,16 @@ al. (TMLR 2024, §3 "Neural Collapse"); CDNV of Galanti et al. (ICLR 2022, Def. 
 ratio of Tirer, Huang & Niles-Weed (ICML 2023); the leap statistics and the simplex similarity
 of Su et al. 2024 (§4 "perturbed points leap", §5 "simplex similarity"). ``nc1`` is
 ``Tr(Σ_W Σ_B⁺)`` without the 1/K of the PNAS text (the code of Su et al.); ``nc1_over_k`` is
-the text's. Every statistic is float64.
+the text's. The generalized NC of Jiang et al. (arXiv 2310.05351: ``gnc1``-``gnc3``, per-class
+``rho``) is defined in :mod:`ncscope.collapse.gnc` and registered here, before the bookkeeping
+metrics. Every statistic is float64.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ncscope.collapse import geometry
+from ncscope.collapse import geometry, gnc
 from ncscope.collapse.registry import NCView, register_metric
 
 PAPYAN = "Papyan, Han & Donoho, PNAS 2020, §2"
@@ -222,6 +224,9 @@ for _key in ("angle", "distance", "angle_uncentred", "distance_uncentred"):
     register_metric(f"class_{_key}", description=f"per-class simplex {_key.replace('_', ' ')} "
                     "between reference and measured means", citation=f"{SU}, §5",
                     cross_reference=True, per_class=True)(_per_class(_key))
+
+
+gnc.register()  # gnc1, gnc1_over_k, gnc2, gnc3 and per-class rho (Jiang et al. 2023)
 
 
 @register_metric("num_classes", description="classes with reference samples", citation="—",

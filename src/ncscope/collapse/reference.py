@@ -14,6 +14,11 @@ Conventions (Papyan, Han & Donoho, PNAS 2020, §2; the code of Su et al., TMLR 2
 ``Σ_c n_c μ̃_c = 0`` resp. ``Σ_c μ̃_c = 0``, so ``rank(Σ_B) ≤ K − 1`` exactly; the rank is
 capped explicitly at ``min(K_present − 1, d)`` and eigenvalues below ``rank_rtol · λ_max`` are
 dropped (degenerate means).
+
+Alongside, pass 1 sums the L2-normalised features ``ĥ = h/‖h‖`` (``ĥ = 0`` for ``h = 0``) per
+class, and the reference holds the same quantities for them (``unit_*``: means, centred means,
+Gram eigenpairs, rank, global mean by the same ``global_mean`` rule) for the generalized-NC
+metrics (:mod:`ncscope.collapse.gnc`).
 """
 
 from __future__ import annotations
@@ -50,7 +55,13 @@ class Reference:
         evals / evecs: eigendecomposition of ``gram`` (ascending); ``rank``: kept rank
             (``None`` when every mean coincides, i.e. Σ_B = 0).
         weight / bias: classifier (K, d) / (K,) or ``None``; ``heads``: ``M̃`` stacked over
-            ``W`` (one GEMM per batch gives both projections); ``mean_logits``: ``μ_c Wᵀ``.
+            ``W`` and ``M̂̃`` (one GEMM per batch gives every projection); ``mean_logits``:
+            ``μ_c Wᵀ``.
+        unit_sums: (K, d) sums of the normalised features; unit_means / unit_mu_g /
+            unit_centred (``M̂̃``) / unit_evals / unit_evecs / unit_rank: their class means,
+            global mean, centred means and Gram eigenpairs and kept rank (``None`` when the
+            sums are unknown, e.g. a state saved without them); unit_cross = ``μ_c M̂̃ᵀ`` and
+            unit_self = ``μ̂_c M̂̃ᵀ`` (K_p×K_p) turn ``M̂̃ z`` into ``M̂̃ (ĥ − μ̂_y)`` in pass 2.
     """
 
     num_classes: int
@@ -72,6 +83,15 @@ class Reference:
     bias: torch.Tensor | None
     heads: torch.Tensor
     mean_logits: torch.Tensor | None
+    unit_sums: torch.Tensor | None = None
+    unit_means: torch.Tensor | None = None
+    unit_mu_g: torch.Tensor | None = None
+    unit_centred: torch.Tensor | None = None
+    unit_evals: torch.Tensor | None = None
+    unit_evecs: torch.Tensor | None = None
+    unit_rank: int | None = None
+    unit_cross: torch.Tensor | None = None
+    unit_self: torch.Tensor | None = None
 
     @property
     def device(self) -> torch.device:
@@ -94,7 +114,29 @@ class Reference:
             torch.equal(self.sums, other.sums.to(self.device))
             and torch.equal(self.counts, other.counts.to(self.device))
             and self.global_mean == other.global_mean
+            and _same_or_both_none(self.unit_sums, other.unit_sums)
         )
+
+
+def _same_or_both_none(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return bool(torch.equal(a, b.to(a.device)))
+
+
+def unit_scale(h: torch.Tensor) -> torch.Tensor:
+    """(N,) float64 ``1/‖h_i‖`` (0 for a zero row): ``ĥ = h · unit_scale(h)[:, None]``."""
+    norm = torch.linalg.vector_norm(h, dim=1, dtype=torch.float64)
+    return torch.where(norm > 0, 1.0 / norm, torch.zeros_like(norm))
+
+
+def _eig_rank(gram: torch.Tensor, rank_rtol: float, cap: int
+              ) -> tuple[torch.Tensor, torch.Tensor, int | None]:
+    evals, evecs = torch.linalg.eigh(gram)
+    lam_max = float(evals[-1])
+    keep = evals > rank_rtol * lam_max if lam_max > 0 else evals > 0
+    rank = min(int(keep.sum()), cap)
+    return evals, evecs, rank or None
 
 
 class ClassMeanSums:
@@ -122,12 +164,14 @@ class ClassMeanSums:
         self.dim: int | None = w.shape[1] if w is not None else None
         self.sums: torch.Tensor | None = None
         self.counts: torch.Tensor | None = None
+        self.unit_sums: torch.Tensor | None = None  # Σ h/‖h‖ per class (generalized NC)
 
     def allocate(self, dim: int, device: torch.device) -> None:
         """Create zero sums of dimension ``dim`` on ``device`` (done by the first batch)."""
         self.dim, self.device = dim, device
         self.sums = torch.zeros(self.num_classes, dim, dtype=torch.float64, device=device)
         self.counts = torch.zeros(self.num_classes, dtype=torch.int64, device=device)
+        self.unit_sums = torch.zeros_like(self.sums)
         if self.weight is not None:
             self.weight = self.weight.to(device=device, dtype=torch.float64)
         if self.bias is not None:
@@ -147,7 +191,14 @@ class ClassMeanSums:
             self.allocate(h.shape[1], torch.device(self.device or h.device))
         y = y.to(self.device)
         for rows in row_chunks(h.shape[0], self.dim):
-            self.sums.index_add_(0, y[rows], h[rows].to(self.device, torch.float64))  # type: ignore[union-attr]
+            chunk = h[rows]
+            h64 = chunk.to(self.device, torch.float64)
+            self.sums.index_add_(0, y[rows], h64)  # type: ignore[union-attr]
+            if self.unit_sums is not None:
+                scale = unit_scale(h64)[:, None]
+                # in place on the float64 copy (a new allocation per chunk costs page faults)
+                h64 = h64.mul_(scale) if h64.data_ptr() != chunk.data_ptr() else h64 * scale
+                self.unit_sums.index_add_(0, y[rows], h64)
         self.counts += torch.bincount(y, minlength=self.num_classes)  # type: ignore[operator]
         return self
 
@@ -161,11 +212,18 @@ class ClassMeanSums:
             raise ValueError(f"cannot merge NCStats of dimension {self.dim} and {other.dim}")
         self.sums.add_(other.sums.to(self.device))
         self.counts.add_(other.counts.to(self.device))  # type: ignore[union-attr]
+        if self.unit_sums is None or other.unit_sums is None:
+            self.unit_sums = None  # one side has no normalised sums: neither has a valid total
+        else:
+            self.unit_sums.add_(other.unit_sums.to(self.device))
         return self
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
         """The accumulator tensors (for ``all_reduce`` and checkpoints)."""
-        return () if self.sums is None else (self.sums, self.counts)  # type: ignore[return-value]
+        if self.sums is None:
+            return ()
+        unit = () if self.unit_sums is None else (self.unit_sums,)
+        return (self.sums, self.counts, *unit)  # type: ignore[return-value]
 
     def freeze(self, *, global_mean: str = "weighted", rank_rtol: float = 1e-10) -> Reference:
         """The :class:`Reference` of the sums so far (raises with fewer than two classes)."""
@@ -190,25 +248,41 @@ class ClassMeanSums:
             mu_g = means.mean(dim=0)
         centred = means - mu_g
         gram = centred @ centred.T
-        evals, evecs = torch.linalg.eigh(gram)
-        lam_max = float(evals[-1])
-        keep = evals > rank_rtol * lam_max if lam_max > 0 else evals > 0
-        rank = min(int(keep.sum()), kp - 1, int(self.dim))  # type: ignore[arg-type]
+        cap = min(kp - 1, int(self.dim))  # type: ignore[arg-type]
+        evals, evecs, rank = _eig_rank(gram, rank_rtol, cap)
         index = torch.full((self.num_classes,), -1, dtype=torch.int64, device=self.device)
         index[present] = torch.arange(kp, device=self.device)
         w = self.weight
+        heads = [centred] if w is None else [centred, w]
+        unit: dict[str, Any] = {}
+        if self.unit_sums is not None:
+            u_means = self.unit_sums[present] / counts[:, None]
+            if global_mean == "weighted":
+                u_mu_g = self.unit_sums[present].sum(dim=0) / counts.sum()
+            else:
+                u_mu_g = u_means.mean(dim=0)
+            u_centred = u_means - u_mu_g
+            u_evals, u_evecs, u_rank = _eig_rank(u_centred @ u_centred.T, rank_rtol, cap)
+            heads.append(u_centred)
+            unit = dict(unit_sums=self.unit_sums.clone(), unit_means=u_means, unit_mu_g=u_mu_g,
+                        unit_centred=u_centred, unit_evals=u_evals, unit_evecs=u_evecs,
+                        unit_rank=u_rank, unit_cross=means @ u_centred.T,
+                        unit_self=u_means @ u_centred.T)
         return Reference(
             num_classes=self.num_classes, dim=int(self.dim), global_mean=global_mean,  # type: ignore[arg-type]
             rank_rtol=float(rank_rtol), sums=self.sums.clone(), counts=self.counts.clone(),
             present=present, index=index, means=means, mu_g=mu_g, centred=centred, gram=gram,
-            evals=evals, evecs=evecs, rank=rank or None, weight=w, bias=self.bias,
-            heads=centred if w is None else torch.cat([centred, w]),
-            mean_logits=None if w is None else means @ w.T,
+            evals=evals, evecs=evecs, rank=rank, weight=w, bias=self.bias,
+            heads=heads[0] if len(heads) == 1 else torch.cat(heads),
+            mean_logits=None if w is None else means @ w.T, **unit,
         )
 
     def state(self) -> dict[str, Any]:
-        """CPU copies of the sums and counts (empty before the first batch)."""
+        """CPU copies of the sums, counts and normalised sums (empty before the first batch)."""
         if self.sums is None:
             return {}
-        return {"ref_sum": self.sums.detach().cpu().clone(),
-                "ref_count": self.counts.detach().cpu().clone()}  # type: ignore[union-attr]
+        out = {"ref_sum": self.sums.detach().cpu().clone(),
+               "ref_count": self.counts.detach().cpu().clone()}  # type: ignore[union-attr]
+        if self.unit_sums is not None:
+            out["ref_unit_sum"] = self.unit_sums.detach().cpu().clone()
+        return out

@@ -259,10 +259,16 @@ class NCStats:
         self._sums.allocate(int(state["ref_sum"].shape[1]), self.device or torch.device("cpu"))
         self._sums.sums.copy_(state["ref_sum"])  # type: ignore[union-attr]
         self._sums.counts.copy_(state["ref_count"])  # type: ignore[union-attr]
-        if state["phase"] == "measured":
+        measured = state["phase"] == "measured"
+        if "ref_unit_sum" in state and not (measured and "unit_scatter" not in state):
+            self._sums.unit_sums.copy_(state["ref_unit_sum"])  # type: ignore[union-attr]
+        else:  # saved before the normalised-feature statistics: GNC1 and GNC3 are None
+            self._sums.unit_sums = None
+        if measured:
             self.freeze()
             for name in _MEAS_FIELDS:
-                getattr(self.measurement, name).copy_(state[name])
+                if name in state:
+                    getattr(self.measurement, name).copy_(state[name])
         return self
 
     # ------------------------------------------------------------------ results
@@ -288,7 +294,8 @@ class NCStats:
         ``cdnv``, ``equinorm_means``/``_weights``, ``equiangular_means``/``_weights``,
         ``etf_error_means``/``_weights``, ``nc3``, ``nc4``, ``ncc_accuracy``,
         ``net_accuracy``, ``loss``, leap fractions, ``target_success``, the simplex similarity
-        of measured vs reference means (``simplex_angle`` etc., degrees) and bookkeeping
+        of measured vs reference means (``simplex_angle`` etc., degrees), the generalized NC
+        ``gnc1``, ``gnc1_over_k``, ``gnc2``, ``gnc3`` (:mod:`ncscope.collapse.gnc`) and bookkeeping
         ``num_classes``, ``rank``, ``dim``, ``n_reference``, ``n_measured``. Keys that need a
         classifier, predictions, logits or targets are ``None`` without them.
         """
