@@ -2,6 +2,8 @@
 
 * ``su2024`` — Su, Zhang, Tsilivis & Kempe, "On the Robustness of Neural Collapse and the
   Neural Collapse of Robustness", TMLR 2024 (the default study).
+* ``jiang2023`` — Jiang, Zhou, Wang, Qu, Mixon, You & Zhu, "Generalized Neural Collapse for a
+  Large Number of Classes", arXiv 2310.05351 (K > d + 1: codes, spherical UFM, bottleneck nets).
 * ``zhou2022`` — Zhou, You, Li, Liu, Liu, Qu & Zhu, "Are All Losses Created Equal: A Neural
   Collapse Perspective", NeurIPS 2022 (CE / LS / FL / MSE: UFM and networks, ST and AT).
 * ``yaras2022`` — Yaras, Wang, Zhu, Balzano & Qu, "Neural Collapse with Normalized Features: A
@@ -19,6 +21,7 @@ from ncscope.experiments.studies.base import (
     get_study,
     register_study,
 )
+from ncscope.experiments.studies.jiang2023 import STUDY as JIANG2023  # noqa: F401
 from ncscope.experiments.studies.su2024 import STUDY as SU2024
 from ncscope.experiments.studies.yaras2022 import STUDY as YARAS2022  # noqa: F401
 from ncscope.experiments.studies.zhou2022 import STUDY as ZHOU2022  # noqa: F401
