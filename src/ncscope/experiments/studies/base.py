@@ -11,12 +11,17 @@ from them.
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from ncscope.config import to_dict
 
 
 @dataclass
@@ -141,3 +146,27 @@ def get_study(name: str) -> Study:
     if name not in STUDIES:
         raise ValueError(f"unknown study {name!r}; valid: {', '.join(STUDIES)} (or 'all')")
     return STUDIES[name]
+
+
+def progress_mode(shown: bool, on: bool) -> str:
+    """The training pool's progress style: bars on a terminal, lines when progress is on but
+    stderr is not a terminal, else off."""
+    return "bars" if shown else "lines" if on else "off"
+
+
+def write_summary(folder: Path, cfg: Any, timings: dict[str, float], t_start: float
+                  ) -> dict[str, Any]:
+    """Write the study's ``summary.json`` (its config, wall times with ``total`` measured from
+    ``t_start``, threads, workers and the machine's CPU count) and return it."""
+    timings["total"] = time.perf_counter() - t_start
+    summary = {"config": to_dict(cfg), "timings_s": timings,
+               "threads": getattr(cfg, "threads", None), "workers": getattr(cfg, "workers", None),
+               "cpu_count": os.cpu_count()}
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def read_summary(folder: Path) -> dict[str, Any]:
+    """The ``summary.json`` of a study folder (``{}`` when the run has not written it)."""
+    path = folder / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else {}

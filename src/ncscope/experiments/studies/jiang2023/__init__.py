@@ -23,8 +23,6 @@ Tables: ``codes.csv`` (one row per size: UFM GNC2 and both codes' values and mar
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -35,10 +33,15 @@ import pandas as pd
 import torch
 
 from ncscope.collapse.gnc import min_margin
-from ncscope.config import to_dict
 from ncscope.data.config import DataConfig
 from ncscope.experiments.analyze import analyze
-from ncscope.experiments.studies.base import Study, register_study
+from ncscope.experiments.studies.base import (
+    Study,
+    progress_mode,
+    read_summary,
+    register_study,
+    write_summary,
+)
 from ncscope.experiments.studies.grid import GridRun, final_table, train_grid
 from ncscope.experiments.studies.jiang2023 import claims as j_claims
 from ncscope.experiments.studies.jiang2023 import figures as j_figures
@@ -161,7 +164,7 @@ def run(cfg: Jiang2023Config, folder: Path, progress: bool = True) -> dict[str, 
     grid = [GridRun(m, m, labels={}) for m in cfg.modes]
     history, seconds = train_grid(grid, cfg.data, cfg.model, cfg.train, folder,
                                   workers=cfg.workers, threads=cfg.threads,
-                                  progress="bars" if show else "lines" if on else "off",
+                                  progress=progress_mode(show, on),
                                   label="jiang2023")
     timings.update({f"train:{r}": s for r, s in seconds.items()})
     history.to_csv(folder / "history.csv", index=False)
@@ -183,11 +186,7 @@ def run(cfg: Jiang2023Config, folder: Path, progress: bool = True) -> dict[str, 
         if r == "st":
             _features(model, train_set).to_csv(folder / "features.csv", index=False)
     pd.concat(frames, ignore_index=True).to_csv(folder / "analysis.csv", index=False)
-    timings["total"] = time.perf_counter() - t_start
-    summary = {"config": to_dict(cfg), "timings_s": timings, "threads": cfg.threads,
-               "workers": cfg.workers, "cpu_count": os.cpu_count()}
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    return write_summary(folder, cfg, timings, t_start)
 
 
 def _last(history: pd.DataFrame, run: str, metric: str) -> float:
@@ -199,10 +198,9 @@ def _last(history: pd.DataFrame, run: str, metric: str) -> float:
 
 def describe(folder: Path) -> str:
     """One paragraph: the sizes, the network and the wall time."""
-    path = folder / "summary.json"
-    if not path.is_file():
+    summary = read_summary(folder)
+    if not summary:
         return ""
-    summary = json.loads(path.read_text())
     c = summary.get("config", {})
     t, m = c.get("train", {}), c.get("model", {})
     total = summary.get("timings_s", {}).get("total")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -39,7 +38,13 @@ from ncscope.data import DatasetInfo, stratified_indices
 from ncscope.data.config import DataConfig
 from ncscope.experiments.analyze import AnalyzeSettings
 from ncscope.experiments.robust import AUTOATTACK_MODES, robust_reference
-from ncscope.experiments.studies.base import Study, register_study
+from ncscope.experiments.studies.base import (
+    Study,
+    progress_mode,
+    read_summary,
+    register_study,
+    write_summary,
+)
 from ncscope.experiments.studies.su2024 import claims as su_claims
 from ncscope.experiments.studies.su2024 import figures as su_figures
 from ncscope.models import load_weights, penultimate_layer
@@ -189,7 +194,7 @@ def run(cfg: Su2024Config, folder: Path, progress: bool = True) -> dict[str, Any
     # its newest checkpoint (a finished run only reloads its weights).
     runs = {r: cfg.train_config(r, folder) for r in cfg.runs}
     trained = train_many(runs, workers=cfg.workers, threads=cfg.threads, label="su2024",
-                         progress="bars" if show else "lines" if on else "off")
+                         progress=progress_mode(show, on))
     timings = {f"train:{r}": secs for r, secs in trained.items()}
     history = pd.concat([pd.read_csv(folder / r / "history.csv").assign(run=r)
                          for r in cfg.runs], ignore_index=True)
@@ -265,11 +270,7 @@ def run(cfg: Su2024Config, folder: Path, progress: bool = True) -> dict[str, Any
         rows += _points(at, x, y, {f"untargeted PGD, ε={eps_main:g}": pgd(at, eps_main)},
                         cfg.points_per_class, k, "AT, ")
     pd.DataFrame(rows).to_csv(folder / "points.csv", index=False)
-    timings["total"] = time.perf_counter() - t_start
-    summary = {"config": to_dict(cfg), "timings_s": timings, "threads": cfg.threads,
-               "workers": cfg.workers, "cpu_count": os.cpu_count()}
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    return write_summary(folder, cfg, timings, t_start)
 
 
 def claims(folder: Path) -> list:
@@ -280,10 +281,9 @@ def claims(folder: Path) -> list:
 
 def describe(folder: Path) -> str:
     """One paragraph: data, model, epochs, radii and wall time of the run in ``folder``."""
-    path = folder / "summary.json"
-    if not path.is_file():
+    summary = read_summary(folder)
+    if not summary:
         return ""
-    summary = json.loads(path.read_text())
     c = summary.get("config", {})
     t, d, m = c.get("train", {}), c.get("data", {}), c.get("model", {})
     total = summary.get("timings_s", {}).get("total")

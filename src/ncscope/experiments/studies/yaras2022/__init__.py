@@ -27,8 +27,6 @@ Tables written into the study folder:
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -37,9 +35,15 @@ from typing import Any
 
 import torch
 
-from ncscope.config import to_dict
 from ncscope.data.config import DataConfig
-from ncscope.experiments.studies.base import Claim, Study, register_study
+from ncscope.experiments.studies.base import (
+    Claim,
+    Study,
+    progress_mode,
+    read_summary,
+    register_study,
+    write_summary,
+)
 from ncscope.experiments.studies.grid import GridRun, final_table, train_grid
 from ncscope.experiments.studies.yaras2022 import figures as y_figures
 from ncscope.experiments.studies.yaras2022.claims import Rules, judge_claims
@@ -206,23 +210,16 @@ def run(cfg: Yaras2022Config, folder: Path, progress: bool = True) -> dict[str, 
 
     history, seconds = train_grid(cfg.grid(), cfg.data, cfg.model, cfg.train, folder,
                                   workers=cfg.workers, threads=cfg.threads,
-                                  progress="bars" if show else "lines" if on else "off",
+                                  progress=progress_mode(show, on),
                                   label="yaras2022")
     timings.update({f"train:{k}": v for k, v in seconds.items()})
     history.to_csv(folder / "history.csv", index=False)
     final_table(history, ["head"]).to_csv(folder / "final.csv", index=False)
-    timings["total"] = time.perf_counter() - t_start
-    out = {"config": to_dict(cfg), "timings_s": timings, "threads": cfg.threads,
-           "workers": cfg.workers, "cpu_count": os.cpu_count()}
-    (folder / "summary.json").write_text(json.dumps(out, indent=2))
-    return out
+    return write_summary(folder, cfg, timings, t_start)
 
 
 def _rules(folder: Path) -> Rules:
-    path = folder / "summary.json"
-    if not path.is_file():
-        return Rules()
-    return Rules(**json.loads(path.read_text()).get("config", {}).get("rules", {}))
+    return Rules(**read_summary(folder).get("config", {}).get("rules", {}))
 
 
 def claims(folder: Path) -> list[Claim]:
@@ -234,10 +231,9 @@ def claims(folder: Path) -> list[Claim]:
 
 def describe(folder: Path) -> str:
     """One paragraph: the UFM settings, the network recipe and the wall time."""
-    path = folder / "summary.json"
-    if not path.is_file():
+    summary = read_summary(folder)
+    if not summary:
         return ""
-    summary = json.loads(path.read_text())
     c = summary.get("config", {})
     u, t, d = c.get("ufm", {}), c.get("train", {}), c.get("data", {})
     m = c.get("model", {})

@@ -19,8 +19,6 @@ epoch), ``summary.json``.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import re
 import sys
 import time
@@ -31,9 +29,14 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ncscope.config import to_dict
 from ncscope.data.config import DataConfig
-from ncscope.experiments.studies.base import Study, register_study
+from ncscope.experiments.studies.base import (
+    Study,
+    progress_mode,
+    read_summary,
+    register_study,
+    write_summary,
+)
 from ncscope.experiments.studies.grid import GridRun, final_table, train_grid
 from ncscope.experiments.studies.zhou2022 import claims as z_claims
 from ncscope.experiments.studies.zhou2022 import figures as z_figures
@@ -155,24 +158,19 @@ def run(cfg: Zhou2022Config, folder: Path, progress: bool = True) -> dict[str, A
     # (b) The digits network with every loss under ST and AT.
     history, seconds = train_grid(cfg.grid(), cfg.data, cfg.model, cfg.train, folder,
                                   workers=cfg.workers, threads=cfg.threads,
-                                  progress="bars" if show else "lines" if on else "off",
+                                  progress=progress_mode(show, on),
                                   label="zhou2022")
     timings.update({f"train:{r}": s for r, s in seconds.items()})
     history.to_csv(folder / "history.csv", index=False)
     final_table(history, ["loss"]).to_csv(folder / "networks.csv", index=False)
-    timings["total"] = time.perf_counter() - t_start
-    summary = {"config": to_dict(cfg), "timings_s": timings, "threads": cfg.threads,
-               "workers": cfg.workers, "cpu_count": os.cpu_count()}
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    return write_summary(folder, cfg, timings, t_start)
 
 
 def describe(folder: Path) -> str:
     """One paragraph: the UFM size, the network recipe and the wall time."""
-    path = folder / "summary.json"
-    if not path.is_file():
+    summary = read_summary(folder)
+    if not summary:
         return ""
-    summary = json.loads(path.read_text())
     c = summary.get("config", {})
     u, t, d, m = c.get("ufm", {}), c.get("train", {}), c.get("data", {}), c.get("model", {})
     total = summary.get("timings_s", {}).get("total")
