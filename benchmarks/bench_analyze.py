@@ -34,23 +34,13 @@ import torch
 from torch import nn
 
 import ncscope
+from _machine import cpu_name
 from ncscope.attacks import PGD
 from ncscope.data import load_dataset, make_loader
 from ncscope.models import create_model
 
 EPS, ALPHA, STEPS = 0.1, 0.025, 10
 BATCH = 256  # analyze's default batch_size; the baseline uses the same
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def train_model(train, epochs: int, seed: int = 0) -> nn.Module:
@@ -150,7 +140,7 @@ def main() -> None:
     print("| date | machine | torch | threads | N | layers | A: analyze (s) | "
           "B: attack + 4 fwd (s) | A/B | goal |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| {dt.date.today().isoformat()} | {_cpu_name()} ({platform.machine()}) | "
+    print(f"| {dt.date.today().isoformat()} | {cpu_name()} ({platform.machine()}) | "
           f"{torch.__version__} | {args.threads} | {len(y_all)} | {len(layers)}: "
           f"{', '.join(layers)} | {ta:.3f} | {tb:.3f} | {ratio:.2f}x | "
           f"{'ok' if ratio <= 1.3 else 'ABOVE'} (<= 1.3x) |")

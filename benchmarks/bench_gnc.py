@@ -29,41 +29,16 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import math
-import platform
 import statistics
 import time
 
 import numpy as np
 import torch
-from scipy.optimize import minimize
 
+from _machine import cpu_name
 from ncscope.collapse import one_vs_rest
+from ncscope.collapse.gnc import one_vs_rest_generic
 from ncscope.ufm import min_angle, tammes_code
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def slsqp_rho(W: np.ndarray, k: int) -> float:
-    """ρ_k by SLSQP on ``min λᵀGλ − 2cᵀλ + ‖w_k‖²`` s.t. ``λ >= 0, Σλ = 1``."""
-    A = np.delete(W, k, axis=0)
-    G, c, b = A @ A.T, A @ W[k], W[k]
-    n = len(A)
-    res = minimize(lambda lam: float(lam @ G @ lam - 2 * c @ lam + b @ b),
-                   np.full(n, 1.0 / n), jac=lambda lam: 2 * (G @ lam - c), method="SLSQP",
-                   bounds=[(0.0, None)] * n,
-                   constraints=[{"type": "eq", "fun": lambda lam: lam.sum() - 1.0,
-                                 "jac": lambda lam: np.ones_like(lam)}],
-                   options={"ftol": 1e-16, "maxiter": 2000})
-    return math.sqrt(max(float(res.fun), 0.0))
 
 
 def inputs(K: int, d: int) -> dict[str, torch.Tensor]:
@@ -91,7 +66,7 @@ def main() -> None:
         print("(threadpoolctl missing: set OPENBLAS_NUM_THREADS / OMP_NUM_THREADS yourself)")
     K, d = args.K, args.d
     print(f"# bench_gnc: rho_k of all K = {K} classes, d = {d}; {dt.date.today()}, "
-          f"{_cpu_name()}, torch {torch.__version__}, {args.threads} thread(s)")
+          f"{cpu_name()}, torch {torch.__version__}, {args.threads} thread(s)")
     print()
     print("| input | min angle (deg) | ncscope s (all K) | max gap | mean iters | largest "
           "support | SLSQP s/class (n) | SLSQP s (all K, extrapolated) | ratio | max abs diff |")
@@ -109,7 +84,7 @@ def main() -> None:
         per, diffs = [], []
         for k in ks:
             t0 = time.perf_counter()
-            value = slsqp_rho(w, k)
+            value = one_vs_rest_generic(w, k)
             per.append(time.perf_counter() - t0)
             diffs.append(abs(value - float(res.rho[k])))
         slsqp_total = statistics.median(per) * K

@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy.optimize import minimize
 from torch import nn
 
 from _attack_helpers import one_line_error
@@ -26,6 +25,7 @@ from ncscope.collapse import (
     one_vs_rest_margins,
     sweep,
 )
+from ncscope.collapse.gnc import one_vs_rest_generic
 from ncscope.ufm import simplex_etf
 
 GNC = ("gnc1", "gnc1_over_k", "gnc2", "gnc3")
@@ -56,20 +56,6 @@ def enumeration_oracle(W: np.ndarray) -> np.ndarray:
                 best = min(best, float(np.linalg.norm(alpha @ P)))
         out[k] = best
     return out
-
-
-def slsqp_oracle(W: np.ndarray, k: int) -> float:
-    """ρ_k by scipy's SLSQP on the simplex-constrained QP (tight tolerance)."""
-    A = np.delete(W, k, axis=0)
-    G, c, b = A @ A.T, A @ W[k], W[k]
-    n = len(A)
-    res = minimize(lambda lam: float(lam @ G @ lam - 2 * c @ lam + b @ b),
-                   np.full(n, 1.0 / n), jac=lambda lam: 2 * (G @ lam - c), method="SLSQP",
-                   bounds=[(0.0, None)] * n,
-                   constraints=[{"type": "eq", "fun": lambda lam: lam.sum() - 1.0,
-                                 "jac": lambda lam: np.ones_like(lam)}],
-                   options={"ftol": 1e-16, "maxiter": 1000})
-    return math.sqrt(max(res.fun, 0.0))
 
 
 def unit(W: torch.Tensor) -> torch.Tensor:
@@ -183,7 +169,7 @@ def test_certificate_of_an_unfinished_solve() -> None:
 def test_solver_matches_slsqp(p: dict) -> None:
     W = draw(p)
     rho = one_vs_rest_margins(W).numpy()
-    want = [slsqp_oracle(W, k) for k in range(len(W))]
+    want = [one_vs_rest_generic(W, k) for k in range(len(W))]
     np.testing.assert_allclose(rho, want, rtol=0, atol=1e-7)
 
 
@@ -210,7 +196,7 @@ def test_larger_problem_against_slsqp_and_rotation() -> None:
     res = one_vs_rest(W)
     assert res.certified and float(res.gap.max()) <= 1e-9
     for k in (0, 59):
-        assert float(res.rho[k]) == pytest.approx(slsqp_oracle(W, k), abs=1e-7)
+        assert float(res.rho[k]) == pytest.approx(one_vs_rest_generic(W, k), abs=1e-7)
     # d > K: the isometric reduction to ℝ^K keeps every distance
     tall = np.zeros((5, 40))
     tall[:, :3] = draw(dict(K=5, d=3, seed=1, dup=False))

@@ -61,6 +61,7 @@ __all__ = [
     "gnc3",
     "min_margin",
     "one_vs_rest",
+    "one_vs_rest_generic",
     "one_vs_rest_margins",
 ]
 
@@ -286,6 +287,25 @@ def min_margin(W: torch.Tensor | np.ndarray, *, normalize: bool = True,
                tol: float = DEFAULT_TOL) -> float:
     """``min_k ρ_k(W)``: the softmax-code objective (GNC2 of the unit-normalised rows)."""
     return one_vs_rest(W, normalize=normalize, tol=tol).min
+
+
+def one_vs_rest_generic(W: np.ndarray, k: int, *, max_iter: int = 2000) -> float:
+    """ρ_k by a generic solver — scipy's SLSQP on ``min λᵀGλ − 2cᵀλ + ‖w_k‖²`` over the
+    simplex (``λ ≥ 0, Σλ = 1``; ``G``, ``c`` the Gram of the other rows and their products
+    with ``w_k``), raw rows, tight tolerance. Slow and uncertified: the reference the exact
+    solver is tested and benchmarked against."""
+    from scipy.optimize import minimize  # scipy only for this reference
+
+    A = np.delete(W, k, axis=0)
+    G, c, b = A @ A.T, A @ W[k], W[k]
+    n = len(A)
+    res = minimize(lambda lam: float(lam @ G @ lam - 2 * c @ lam + b @ b),
+                   np.full(n, 1.0 / n), jac=lambda lam: 2 * (G @ lam - c), method="SLSQP",
+                   bounds=[(0.0, None)] * n,
+                   constraints=[{"type": "eq", "fun": lambda lam: lam.sum() - 1.0,
+                                 "jac": lambda lam: np.ones_like(lam)}],
+                   options={"ftol": 1e-16, "maxiter": max_iter})
+    return math.sqrt(max(float(res.fun), 0.0))
 
 
 def _cached(w: torch.Tensor) -> OneVsRest:

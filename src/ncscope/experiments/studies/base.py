@@ -11,6 +11,7 @@ from them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -22,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from ncscope.config import to_dict
+from ncscope.train import TrainSettings
 
 
 @dataclass
@@ -170,3 +172,12 @@ def read_summary(folder: Path) -> dict[str, Any]:
     """The ``summary.json`` of a study folder (``{}`` when the run has not written it)."""
     path = folder / "summary.json"
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def digits_recipe(**changes: Any) -> TrainSettings:
+    """The main study's digits recipe as a ``train`` section (Su et al. 2024 at CPU scale: SGD,
+    lr 0.05 piecewise, ℓ∞ PGD-10 at ε = 0.1, 100 epochs, tracking the full training and test
+    sets every 5 epochs), with ``changes`` (e.g. ``epochs=40``). The default of every study that
+    trains on digits; a partial ``--set train.KEY=...`` keeps the rest of it."""
+    return dataclasses.replace(
+        TrainSettings(epochs=100, lr=0.05, eps=0.1, track_every=5, track_subset=None), **changes)

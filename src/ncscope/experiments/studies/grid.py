@@ -14,6 +14,7 @@ compared under the same attack); ``perturbed`` — for AT, the training-time per
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,11 +93,12 @@ def _pick(h: pd.DataFrame, source: str, split: str, metric: str, reference: str)
     return s.set_index("epoch").value.sort_index()
 
 
-def final_table(history: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
-    """One row per run at its last tracked epoch: clean and PGD test accuracy, NC1–NC4 of the
-    clean training features and of their fresh-PGD perturbations (``pgd``) and, for AT, of the
-    training-time perturbations (``perturbed``); plus the first tracked clean NC1 (at
-    initialisation)."""
+def final_table(history: pd.DataFrame, labels: list[str],
+                extra: Sequence[str] = ()) -> pd.DataFrame:
+    """One row per run at its last tracked epoch: clean and PGD test accuracy, NC1–NC4 (and the
+    ``extra`` metrics) of the clean training features and of their fresh-PGD perturbations
+    (``pgd``) and, for AT, of the training-time perturbations (``perturbed``); plus the first
+    tracked clean NC1 (at initialisation)."""
     rows = []
     for run, h in history.groupby("run", sort=False):
         row: dict[str, Any] = {"run": run, **{k: h[k].iloc[0] for k in ["mode", *labels]}}
@@ -106,7 +108,7 @@ def final_table(history: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
         row["epoch"] = int(nc1.index[-1]) if len(nc1) else None
         row["first nc1"] = float(nc1.iloc[0]) if len(nc1) else float("nan")
         for source in ("clean", "pgd", "perturbed"):
-            for metric in NC_METRICS:
+            for metric in (*NC_METRICS, *extra):
                 row[f"{source} {metric}"] = _last(_pick(h, source, "train", metric, "own"))
         for source in ("pgd", "perturbed"):  # degrees between perturbed and clean simplices
             row[f"{source} simplex angle"] = _last(_pick(h, source, "train", "simplex_angle",

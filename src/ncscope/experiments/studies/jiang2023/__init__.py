@@ -37,6 +37,7 @@ from ncscope.data.config import DataConfig
 from ncscope.experiments.analyze import analyze
 from ncscope.experiments.studies.base import (
     Study,
+    digits_recipe,
     progress_mode,
     read_summary,
     register_study,
@@ -58,9 +59,6 @@ def _bottleneck_model() -> ModelConfig:
     return ModelConfig("bn_mlp", kwargs={"widths": [512, 256], "bottleneck": 3})
 
 
-def _digits_train() -> TrainSettings:
-    return TrainSettings(epochs=100, lr=0.05, eps=0.1, track_every=5, track_subset=None)
-
 
 @dataclass
 class Jiang2023Config:
@@ -74,7 +72,7 @@ class Jiang2023Config:
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=_bottleneck_model)
-    train: TrainSettings = field(default_factory=_digits_train)
+    train: TrainSettings = field(default_factory=lambda: digits_recipe())
     sizes: list[list[int]] = field(default_factory=lambda: [[6, 2], [30, 3], [100, 10]])
     ufm_iterations: int = 3000
     code_restarts: int = 2
@@ -168,9 +166,7 @@ def run(cfg: Jiang2023Config, folder: Path, progress: bool = True) -> dict[str, 
                                   label="jiang2023")
     timings.update({f"train:{r}": s for r, s in seconds.items()})
     history.to_csv(folder / "history.csv", index=False)
-    nets = final_table(history, [])
-    for metric in ("gnc1", "gnc2", "gnc3"):
-        nets[f"clean {metric}"] = [_last(history, r, metric) for r in nets.run]
+    nets = final_table(history, [], extra=("gnc1", "gnc2", "gnc3"))
     nets.to_csv(folder / "networks.csv", index=False)
 
     # (c) PGD analysis of each net at the training ε: leaps and margins at K > d + 1.
@@ -187,13 +183,6 @@ def run(cfg: Jiang2023Config, folder: Path, progress: bool = True) -> dict[str, 
             _features(model, train_set).to_csv(folder / "features.csv", index=False)
     pd.concat(frames, ignore_index=True).to_csv(folder / "analysis.csv", index=False)
     return write_summary(folder, cfg, timings, t_start)
-
-
-def _last(history: pd.DataFrame, run: str, metric: str) -> float:
-    h = history
-    s = h[(h.run == run) & (h.source == "clean") & (h.split == "train") & (h.metric == metric)
-          & (h.reference == "own") & (h.group == "label") & h["class"].isna()]
-    return float(s.sort_values("epoch").value.iloc[-1]) if len(s) else float("nan")
 
 
 def describe(folder: Path) -> str:

@@ -40,6 +40,7 @@ from ncscope.experiments.analyze import AnalyzeSettings
 from ncscope.experiments.robust import AUTOATTACK_MODES, robust_reference
 from ncscope.experiments.studies.base import (
     Study,
+    digits_recipe,
     progress_mode,
     read_summary,
     register_study,
@@ -57,9 +58,6 @@ from ncscope.validation import check_choice, check_int
 RUNS = ("st", "at", "trades", "trades_bnquirk")
 
 
-def _digits_train() -> TrainSettings:
-    return TrainSettings(epochs=100, lr=0.05, eps=0.1, track_every=5, track_subset=None)
-
 
 @dataclass
 class Su2024Config:
@@ -76,7 +74,7 @@ class Su2024Config:
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=lambda: ModelConfig("bn_mlp"))
-    train: TrainSettings = field(default_factory=_digits_train)
+    train: TrainSettings = field(default_factory=lambda: digits_recipe())
     analyze: AnalyzeSettings = field(default_factory=lambda: AnalyzeSettings(batch_size=512))
     runs: list[str] = field(default_factory=lambda: list(RUNS))
     eps_strong: float = 0.3

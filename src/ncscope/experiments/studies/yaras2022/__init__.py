@@ -39,6 +39,7 @@ from ncscope.data.config import DataConfig
 from ncscope.experiments.studies.base import (
     Claim,
     Study,
+    digits_recipe,
     progress_mode,
     read_summary,
     register_study,
@@ -97,28 +98,6 @@ class UFMSettings:
 
 
 @dataclass
-class DigitsTrain(TrainSettings):
-    """The ``train`` section with the main study's digits recipe as its defaults (SGD, lr
-    0.05 piecewise, ℓ∞ PGD-10 at ε = 0.1, 100 epochs; tracking on the full sets, every 10
-    epochs here — su2024 tracks every 5 — to keep the study within 3 minutes on two cores), so
-    a ``--set train.KEY=...`` changes that key and keeps the others."""
-
-    epochs: int = 100
-    lr: float = 0.05
-    eps: float = 0.1
-    track_every: int = 10
-    track_subset: int | None = None
-
-
-@dataclass
-class DigitsModel(ModelConfig):
-    """The ``model`` section with the digits BN-MLP as its default (``--set model.KEY=...``
-    keeps it)."""
-
-    name: str | None = "bn_mlp"
-
-
-@dataclass
 class Yaras2022Config:
     """Settings of study ``yaras2022`` (YAML sections ``data``, ``model``, ``train``, ``ufm``,
     ``rules``).
@@ -132,8 +111,9 @@ class Yaras2022Config:
     """
 
     data: DataConfig = field(default_factory=DataConfig)
-    model: DigitsModel = field(default_factory=DigitsModel)
-    train: DigitsTrain = field(default_factory=DigitsTrain)
+    model: ModelConfig = field(default_factory=lambda: ModelConfig("bn_mlp"))
+    # The main digits recipe, tracked every 10 epochs (su2024: 5) to stay within 3 minutes.
+    train: TrainSettings = field(default_factory=lambda: digits_recipe(track_every=10))
     head_scale: float = 10.0
     normalized_weight_decay: float | None = None
     ufm: UFMSettings = field(default_factory=UFMSettings)

@@ -32,6 +32,7 @@ import torch
 from ncscope.data.config import DataConfig
 from ncscope.experiments.studies.base import (
     Study,
+    digits_recipe,
     progress_mode,
     read_summary,
     register_study,
@@ -67,9 +68,6 @@ class UFMSettings:
     seed: int = 0
 
 
-def _digits_train() -> TrainSettings:
-    return TrainSettings(epochs=40, lr=0.05, eps=0.1, track_every=5, track_subset=None)
-
 
 @dataclass
 class Zhou2022Config:
@@ -85,7 +83,7 @@ class Zhou2022Config:
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=lambda: ModelConfig("bn_mlp"))
-    train: TrainSettings = field(default_factory=_digits_train)
+    train: TrainSettings = field(default_factory=lambda: digits_recipe(epochs=40))
     ufm: UFMSettings = field(default_factory=UFMSettings)
     losses: list[str] = field(default_factory=lambda: ["ce", "ls", "fl", "mse"])
     loss_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
