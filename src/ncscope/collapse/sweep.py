@@ -322,7 +322,7 @@ def sweep(
                 v_tgt = (view(s.name, "train", "clean", "target", clean_refs)
                          if s.is_targeted and s.perturb is not None else None)
                 if s.perturb is not None:
-                    replay = on_device(spools[s.name].batches_with_targets(batch_size))
+                    replay = spools[s.name].batches_with_targets(batch_size, dev)
                 else:
                     replay = ((xs, y, None) for xs, y in on_device(s.recorded()))  # type: ignore[misc]
                 for xs, y, tgt in replay:
