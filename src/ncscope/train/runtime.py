@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -16,8 +16,8 @@ from torch.utils.data import Dataset
 from ncscope.train.config import TrainConfig
 from ncscope.train.distributed import DistInfo, cleanup_distributed, setup_distributed
 
-__all__ = ["check_device", "probe_forward", "probe_sections", "resolve_device",
-           "seed_globals", "training_runtime"]
+__all__ = ["check_device", "precision_context", "probe_forward", "probe_sections",
+           "resolve_device", "seed_globals", "to_memory_format", "training_runtime"]
 
 
 def check_device(name: str, key: str = "device") -> None:
@@ -83,6 +83,25 @@ def probe_sections(data: Any, model: Any) -> tuple[Dataset, nn.Module]:
     probe_forward(net, train_set, "cpu", what=f"model.name={model.resolved_name(data.dataset)}"
                   f" on data.dataset={data.dataset}")
     return train_set, net
+
+
+def precision_context(precision: str, device: torch.device) -> AbstractContextManager[Any]:
+    """The context the training passes run in: nothing for ``"fp32"``, ``torch.autocast`` to
+    bfloat16 on ``device``'s type for ``"bf16"`` (matrix products and convolutions in bf16,
+    reductions and losses in float32 as autocast decides; inputs, parameters, gradients and
+    optimiser state stay float32)."""
+    if precision == "fp32":
+        return nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    raise ValueError(f"precision={precision!r} is not supported; use 'fp32' or 'bf16'")
+
+
+def to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """``x`` in channels-last layout when asked and it is an image batch (4-D), else ``x``."""
+    if channels_last and x.ndim == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
 
 
 def seed_globals(seed: int) -> None:

@@ -37,6 +37,8 @@ _ATTACK_MODES = ("train", "eval")
 #: Shorthands accepted by ``track_layers`` besides an explicit list of layer specs.
 TRACK_LAYER_CHOICES: tuple[str, ...] = ("penultimate", "all")
 _DEVICES = ("auto", "cpu", "cuda")
+#: Values of ``TrainSettings.precision`` (``bf16``: autocast of the training passes).
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 # Fields that may change between a run and its resumption (they do not affect the numbers).
 RESUME_FREE_FIELDS = frozenset(
     {"progress", "threads", "out_dir", "overwrite", "spool_dir", "device"}
@@ -153,6 +155,11 @@ class TrainSettings:
         device: ``"auto"`` | ``"cpu"`` | ``"cuda"`` (or ``"cuda:1"``).
         deterministic: ``torch.use_deterministic_algorithms`` during the run (``None``: on for
             CPU, off for CUDA).
+        precision: ``"fp32"`` (default) or ``"bf16"``: the training forward/backward passes and
+            the training attack under ``torch.autocast(bfloat16)``; the tracking passes and all
+            NC statistics stay float32 features / float64 sums.
+        channels_last: put the model (and each training batch) in channels-last memory format
+            (faster convolutions on GPUs and recent CPUs; no effect on MLPs).
         spool_dir: where perturbed-batch scratch files go (``None``: ``out_dir/.spool``, or the
             system temporary folder without ``out_dir``).
     """
@@ -205,6 +212,8 @@ class TrainSettings:
     device: str = "auto"
     deterministic: bool | None = None
     spool_dir: str | None = None
+    precision: str = "fp32"
+    channels_last: bool = False
 
     # ------------------------------------------------------------------ validation
     def __post_init__(self) -> None:
@@ -245,6 +254,7 @@ class TrainSettings:
             "overwrite",
             "save_model",
             "progress",
+            "channels_last",
         ):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -254,6 +264,9 @@ class TrainSettings:
             raise TypeError("track_fresh_attack must be True, False or None")
         if self.deterministic is not None and not isinstance(self.deterministic, bool):
             raise TypeError("deterministic must be True, False or None")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r} is not supported; use one of "
+                             f"{', '.join(PRECISIONS)}")
         if self.eval_eps is not None:
             self.eval_eps = self._eps("eval_eps", self.eval_eps, positive=False)
         if self.eval_alpha is not None:
