@@ -143,6 +143,13 @@ class TrainSettings:
             the clean training means).
         eval_eps / eval_alpha / eval_steps: the tracking PGD (``None``: training values).
         eval_batch_size: batch size of the measurement passes (``None``: ``batch_size``).
+        track_ntk: kernel dynamics (Tsilivis & Kempe 2022, §5): samples per class of a fixed,
+            stratified probe batch on which the empirical NTK is computed after every tracked
+            epoch, clean and under the tracking PGD (:class:`ncscope.ntk.KernelProbe`: distance
+            to the first and previous kernel, top-K spectral mass, class alignment; rows of
+            source ``ntk``); ``None``: off. Cost: one Jacobian per probe sample and logit.
+        track_ntk_mode: ``"trace"`` (n × n, the sum over logits; default) or ``"full"``
+            (nK × nK) empirical NTK.
 
     Output and runtime:
         out_dir: run folder (``None``: nothing is written, results are returned only).
@@ -201,6 +208,8 @@ class TrainSettings:
     eval_alpha: float | None = None
     eval_steps: int | None = None
     eval_batch_size: int | None = None
+    track_ntk: int | None = None
+    track_ntk_mode: str = "trace"
     # output / runtime
     out_dir: str | None = None
     overwrite: bool = False
@@ -276,6 +285,10 @@ class TrainSettings:
         if self.eval_batch_size is not None:
             self.eval_batch_size = _int("eval_batch_size", self.eval_batch_size, 1, 1 << 20)
         self.track_every = _int("track_every", self.track_every, 1)
+        if self.track_ntk is not None:
+            self.track_ntk = _int("track_ntk", self.track_ntk, 1, 10_000)
+        self.track_ntk_mode = _choice("track_ntk_mode", self.track_ntk_mode, ("trace", "full"),
+                                      {})
         if self.track_subset is not None:
             self.track_subset = _int("track_subset", self.track_subset, 1)
         if self.track_epochs is not None:

@@ -18,6 +18,14 @@ an ``epoch`` column in front. Sources (Su et al. 2024, §3 protocol):
                    ``run_clean_acc``, ``run_adv_acc``; no layer)
 =================  =======================================================================
 
+Kernel dynamics (``TrainConfig.track_ntk``; Tsilivis & Kempe 2022, §5): the empirical NTK of
+a fixed stratified probe batch (``track_ntk`` samples per class, fixed by ``data.seed``) after
+each tracked epoch, on the clean probe (source ``clean``) and on its fresh tracking PGD
+(source ``pgd``): rows without a layer whose metrics are
+:data:`ncscope.ntk.KERNEL_METRICS` (:class:`ncscope.ntk.KernelProbe`). The distance to the
+initial kernel needs the epoch-0 measurement (``track_init=True``); after a resume the
+distances count from the first epoch measured in that process.
+
 Tracking subset: ``TrainConfig.track_subset`` (samples per class, stratified, fixed by
 ``data.seed``) bounds the cost of the clean passes and of the fresh attacks on the training and
 test sets; ``None`` measures the full sets. The training-time perturbations of AT/TRADES are
@@ -43,6 +51,7 @@ from ncscope.collapse.spool import TensorSpool
 from ncscope.data import stratified_indices
 from ncscope.models import as_dataset, classifier_of, find_classifier
 from ncscope.models.adapters import as_images, as_labels, collate_pairs
+from ncscope.ntk import KernelProbe
 from ncscope.train.config import TrainConfig
 from ncscope.train.distributed import DistInfo, current_dist, derive_seed, shard_indices
 from ncscope.train.history import clean_value
@@ -65,6 +74,7 @@ EPOCH_LOGS = ("step", "lr", "run_loss", "run_clean_acc", "run_adv_acc")
 PURPOSE_TRAIN_ATTACK = 1
 PURPOSE_FRESH_ATTACK = 2
 PURPOSE_TEST_ATTACK = 3
+PURPOSE_KERNEL_ATTACK = 4
 
 
 def fetch_batch(dataset: Dataset, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
@@ -177,6 +187,14 @@ class Tracker:
         self.train_index = tracking_indices(train_data, subset, seed)
         self.test_index = (None if test_data is None
                            else tracking_indices(test_data, subset, seed + 1))
+        self.kernel_probes: dict[str, KernelProbe] = {}
+        per_class = getattr(self.config, "track_ntk", None)
+        if per_class is not None:
+            x, y = fetch_batch(train_data, tracking_indices(train_data, per_class, seed + 2))
+            for view in ("clean", "pgd"):
+                self.kernel_probes[view] = KernelProbe(
+                    x.to(self.device), y.to(self.device),
+                    mode=getattr(self.config, "track_ntk_mode", "trace"))
 
     def _batches(self, data: Dataset, index: list[int]) -> Iterator[tuple[Tensor, Tensor]]:
         mine = [index[i] for i in shard_indices(len(index), self.dist)]
@@ -245,12 +263,30 @@ class Tracker:
                 for r in df.to_dict(orient="records")]
         for r in rows:
             r["class"] = None
+        rows.extend(self.kernel_rows(epoch))
         for name in EPOCH_LOGS:
             if extra and name in extra:
                 rows.append({"epoch": int(epoch), "layer": None, "depth": None,
                              "source": "training", "split": "train", "reference": None,
                              "group": None, "metric": name, "value": clean_value(extra[name]),
                              "class": None})
+        return rows
+
+
+    def kernel_rows(self, epoch: int) -> list[dict[str, Any]]:
+        """Kernel-dynamics rows of ``epoch`` (empty unless ``track_ntk`` is set; see the module
+        docstring); every rank computes the same probe kernels."""
+        if not self.kernel_probes:
+            return []
+        clean = self.kernel_probes["clean"]
+        attack = self._attack(epoch, PURPOSE_KERNEL_ATTACK)
+        views = {"clean": clean.x, "pgd": attack(clean.x, clean.labels)}
+        rows = []
+        for view, x in views.items():
+            for metric, value in self.kernel_probes[view].measure(self.model, x).items():
+                rows.append({"epoch": int(epoch), "layer": None, "depth": None, "source": view,
+                             "split": "train", "reference": None, "group": "label",
+                             "metric": metric, "value": value, "class": None})
         return rows
 
 
