@@ -1,7 +1,7 @@
 """Mini-M2NIST: a small semantic-segmentation data set built from scikit-learn's 8×8 digits.
 
 M2NIST (the multi-digit MNIST segmentation set of the NNV segmentation experiments, Tran et
-al., CAV 2021, §5) places several MNIST digits on one canvas and labels every pixel with its
+al., CAV 2021) places several MNIST digits on one canvas and labels every pixel with its
 digit's class or background. Here, at CPU scale: 2–3 digits of the embedded digits data set
 (each 8×8, pixels in [0, 1]) are placed in non-overlapping boxes on a ``16 × 32`` canvas (by
 default); a pixel gets the class of the digit whose intensity there is > 0 and the background

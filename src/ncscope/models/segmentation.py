@@ -1,5 +1,5 @@
 """Small semantic-segmentation nets for mini-M2NIST (the two architectures compared by Tran et
-al., CAV 2021, §5: transposed convolution with average pooling vs dilated convolution).
+al., CAV 2021: transposed convolution with average pooling vs dilated convolution).
 
 Both are ``nn.Sequential`` chains (so :mod:`ncscope.verify` can propagate sets through them)
 that start with their own :class:`Normalize` (pixels in [0, 1] in, logits ``(N, K, H, W)`` out):

@@ -2,13 +2,13 @@
 Hamilton, Yang, Bak & Johnson, "Robustness Verification of Semantic Segmentation Neural
 Networks Using Relaxed Reachability", CAV 2021, LNCS 12759).
 
-* :class:`ImageStar` — the set representation (§3), estimated and LP-optimised bounds;
-* :func:`linf_ball`, :func:`darkening` — input sets (§5's attacks);
+* :class:`ImageStar` — the set representation, estimated and LP-optimised bounds;
+* :func:`linf_ball`, :func:`darkening` — input sets (the paper's attacks);
 * :func:`chain`, :func:`affine_step`, :func:`ibp` — exact affine steps of chain networks and the
   interval baseline;
 * :func:`reach` with :class:`ReachOptions` — the approx-star ReLU with relaxation factor ``rF``
-  and the neuron heuristics (§4);
-* :func:`verify_classification`, :func:`pixel_verdict` (RV, RS, RIoU; §5),
+  and the neuron heuristics (relaxed reachability);
+* :func:`verify_classification`, :func:`pixel_verdict` (RV, RS, RIoU),
   :func:`soundness_violations` (a sampling check);
 * :func:`collapse_certified` and the radii of :mod:`.radius` (certified collapse radius,
   certified logit radius, PGD radius).

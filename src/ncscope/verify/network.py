@@ -1,6 +1,6 @@
 """A network as a chain of layers, and the exact affine steps of ImageStar reachability
-(Tran et al., CAV 2021, §3: an affine map of a star is the map of its centre plus the linear
-part applied to each generator).
+(Tran et al., CAV 2021: an affine map of a star is the map of its centre plus the linear part
+applied to each generator).
 
 **Supported models.** Models whose forward pass is the chain of their leaf modules in
 registration order: an ``nn.Sequential`` (nested ones included) or a model such as the

@@ -1,7 +1,7 @@
 """Certified radii of one sample: the certified *collapse* radius, the certified logit radius
 and the empirical PGD radius.
 
-*Certified collapse radius* (an extension of relaxed reachability, Tran et al., CAV 2021, §4,
+*Certified collapse radius* (an extension of relaxed reachability, Tran et al., CAV 2021,
 to the geometry of Neural Collapse — Papyan, Han & Donoho, PNAS 2020, NC4: the network decides
 like the nearest class mean): the ℓ∞ ball of radius ε around ``x`` is propagated to the
 penultimate layer (the input of the final ``nn.Linear``), and for every competing class ``j`` one
@@ -16,7 +16,7 @@ class's mean than to any other. The radius is the largest such ε found by bisec
 never above the true largest certified ε of the relaxation by more than nothing and never below
 it by more than ``tol``; certification is monotone in ε up to the LP choices of ``rF < 1``).
 
-*Certified logit radius*: the same bisection with the network's own verification (§3:
+*Certified logit radius*: the same bisection with the network's own verification (Tran et al.:
 ``min z_y − z_j > 0``). *PGD radius*: the smallest ε at which ncscope's PGD (Madry et al., ICLR
 2018) flips the prediction, by bisection to ``tol`` (``inf`` when PGD does not succeed at
 ``eps_max``).

@@ -1,4 +1,4 @@
-"""Reachable sets of a chain network (Tran et al., CAV 2021, §3–§4): affine layers exactly,
+"""Reachable sets of a chain network (Tran et al., CAV 2021): affine layers exactly,
 each ReLU by the approx-star relaxation with relaxation factor ``rF`` (:mod:`.relu`)."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ __all__ = ["Reach", "ReachOptions", "reach"]
 
 @dataclass(frozen=True)
 class ReachOptions:
-    """Settings of relaxed reachability: relaxation factor ``rf`` ∈ [0, 1] (§4; 1: estimated
+    """Settings of relaxed reachability: relaxation factor ``rf`` ∈ [0, 1] (1: estimated
     bounds only, 0: every crossing neuron LP-optimised), the ``heuristic`` choosing which
     crossing neurons get LP bounds, and the ``seed`` of the ``"random"`` heuristic."""
 

@@ -1,4 +1,4 @@
-"""The approx-star ReLU with a relaxation factor (Tran et al., CAV 2021, §4: relaxed
+"""The approx-star ReLU with a relaxation factor (Tran et al., CAV 2021: relaxed
 reachability).
 
 For ``y = ReLU(x)`` over a star with element bounds ``l ≤ x ≤ u``:

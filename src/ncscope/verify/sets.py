@@ -1,4 +1,4 @@
-"""Input sets as ImageStars (Tran et al., CAV 2021, §5: the attacks of the evaluation).
+"""Input sets as ImageStars (the attacks of the evaluation of Tran et al., CAV 2021).
 
 * :func:`linf_ball` — the ℓ∞ ball of radius ε around an image, clipped to the pixel range
   [0, 1], on every element or on ``pixels`` chosen elements only (one predicate variable per
@@ -63,7 +63,7 @@ def darkened_pixels(x0: torch.Tensor, n_pixels: int, threshold: float) -> np.nda
 
 def darkening(x0: torch.Tensor, n_pixels: int, de: float, threshold: float = 150 / 255
               ) -> ImageStar:
-    """NNV's darkening set (Tran et al., CAV 2021, §5): ``x0 + α (x_att − x0)``,
+    """NNV's darkening set (Tran et al., CAV 2021): ``x0 + α (x_att − x0)``,
     ``α ∈ [1 − de, 1]``, where ``x_att`` darkens to 0 the first ``n_pixels`` elements brighter
     than ``threshold``. One predicate variable."""
     if n_pixels < 1:

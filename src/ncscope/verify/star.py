@@ -1,12 +1,13 @@
-"""The ImageStar set representation (Tran et al., CAV 2021, §3; Tran et al., CAV 2020).
+"""The ImageStar set representation (Tran, Bak, Xiang & Johnson, CAV 2020), as used by the
+relaxed reachability of Tran et al., CAV 2021.
 
 An ImageStar is ``Θ = {c + Σ_i α_i V_i : C α ≤ d, α_lb ≤ α ≤ α_ub}`` with a centre ``c`` of the
 shape of one layer's output (``(C, H, W)`` or ``(n,)``), ``m`` generators ``V_i`` of the same
 shape and a predicate on the ``m`` variables ``α``: linear constraints ``C α ≤ d`` and a box.
 Everything is float64 (numerics of the bounds). Bounds of the set, per element:
 
-* *estimated* bounds (§4 of the CAV 2021 paper, NNV's ``estimateRanges``): the interval of
-  ``c + Σ α_i V_i`` over the predicate's box only — cheap, sound, looser;
+* *estimated* bounds (the CAV 2021 paper's relaxed reachability, NNV's ``estimateRanges``): the
+  interval of ``c + Σ α_i V_i`` over the predicate's box only — cheap, sound, looser;
 * *LP-optimised* bounds: ``min`` / ``max`` of one element over the whole predicate, one linear
   programme each (``scipy.optimize.linprog(method="highs")``); every LP is counted in
   :class:`ReachStats`.
@@ -57,7 +58,7 @@ def lp_extreme(obj: np.ndarray, const: float, star: ImageStar, maximise: bool,
 
 @dataclass
 class ImageStar:
-    """``{c + Σ_i α_i V_i : C α ≤ d, lb ≤ α ≤ ub}`` (Tran et al., CAV 2021, §3).
+    """``{c + Σ_i α_i V_i : C α ≤ d, lb ≤ α ≤ ub}`` (Tran et al., CAV 2021).
 
     Attributes:
         c: centre, a float64 tensor of the element shape (e.g. ``(C, H, W)``).
@@ -100,7 +101,7 @@ class ImageStar:
 
     def estimate_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Estimated bounds (flattened): the interval of ``c + Σ α_i V_i`` over the box
-        ``lb ≤ α ≤ ub`` (the constraints ``C α ≤ d`` ignored; sound, §4)."""
+        ``lb ≤ α ≤ ub`` (the constraints ``C α ≤ d`` ignored; sound)."""
         v = self.matrix()
         c = self.c.reshape(-1).numpy()
         pos, neg = np.clip(v, 0, None), np.clip(v, None, 0)

@@ -1,5 +1,5 @@
-"""Robustness verification on reachable sets (Tran et al., CAV 2021, §3 for classification,
-§5 for semantic segmentation: pixel classes and the metrics RV, RS and RIoU), and a sampling
+"""Robustness verification on reachable sets (Tran et al., CAV 2021: classification, and
+semantic segmentation with pixel classes and the metrics RV, RS and RIoU), and a sampling
 check of soundness.
 
 * Classification: the set is robust iff ``min (z_y − z_j) > 0`` over the output star for
@@ -62,7 +62,7 @@ def verify_classification(star: ImageStar, y: int, stats: ReachStats | None = No
 @dataclass
 class PixelVerdict:
     """Per-pixel verdicts (``0`` robust, ``1`` unknown, ``2`` misclassified), the verified
-    map and the metrics RV, RS, RIoU of one image (Tran et al., CAV 2021, §5)."""
+    map and the metrics RV, RS, RIoU of one image (Tran et al., CAV 2021)."""
 
     status: np.ndarray
     verified: np.ndarray

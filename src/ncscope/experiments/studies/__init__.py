@@ -8,6 +8,9 @@
   Collapse Perspective", NeurIPS 2022 (CE / LS / FL / MSE: UFM and networks, ST and AT).
 * ``yaras2022`` — Yaras, Wang, Zhu, Balzano & Qu, "Neural Collapse with Normalized Features: A
   Geometric Analysis over the Riemannian Manifold", NeurIPS 2022 (oblique UFM; normalized head).
+* ``tran2021`` — Tran, Pal, Musau, Manzanas Lopez, Hamilton, Yang, Bak & Johnson, "Robustness
+  Verification of Semantic Segmentation Neural Networks Using Relaxed Reachability", CAV 2021
+  (relaxed ImageStar reachability; a certified collapse radius of the digits models).
 * ``tsilivis2022`` — Tsilivis & Kempe, "What Can the Neural Tangent Kernel Tell Us About
   Adversarial Robustness?", NeurIPS 2022 (analytic / empirical NTK, kernel attacks,
   eigen-features, kernel dynamics).
@@ -26,6 +29,7 @@ from ncscope.experiments.studies.base import (
 )
 from ncscope.experiments.studies.jiang2023 import STUDY as JIANG2023  # noqa: F401
 from ncscope.experiments.studies.su2024 import STUDY as SU2024
+from ncscope.experiments.studies.tran2021 import STUDY as TRAN2021  # noqa: F401
 from ncscope.experiments.studies.tsilivis2022 import STUDY as TSILIVIS2022  # noqa: F401
 from ncscope.experiments.studies.yaras2022 import STUDY as YARAS2022  # noqa: F401
 from ncscope.experiments.studies.zhou2022 import STUDY as ZHOU2022  # noqa: F401
