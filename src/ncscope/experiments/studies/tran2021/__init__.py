@@ -113,10 +113,8 @@ class Tran2021Config:
         if len(self.seg_channels) != 2 or any(int(c) < 1 for c in self.seg_channels):
             raise ValueError(f"tran2021: seg_channels={self.seg_channels} must be two widths "
                              ">= 1, e.g. [8, 16]")
-        for key in ("rfs",):
-            bad = [r for r in getattr(self, key) if not 0 <= float(r) <= 1]
-            if bad or not self.rfs:
-                raise ValueError(f"tran2021: rfs={self.rfs} must be a non-empty list in [0, 1]")
+        if not self.rfs or any(not 0 <= float(r) <= 1 for r in self.rfs):
+            raise ValueError(f"tran2021: rfs={self.rfs} must be a non-empty list in [0, 1]")
         for key, value in (("compare_rf", self.compare_rf), ("radius_rf", self.radius_rf),
                            ("de", self.de), ("threshold", self.threshold), ("eps", self.eps),
                            ("eps_max", self.eps_max)):
