@@ -143,3 +143,21 @@ def test_gpu_check_agreement_catches_a_device_difference(monkeypatch):
     monkeypatch.setattr(mod, "metrics_of", skewed)
     worst, _, count = mod.agreement("vgg11_bn", torch.device("cpu"), 4, 8)
     assert count > 0 and worst > mod.RTOL
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_spool_streams_back_every_byte_in_any_batch_size(tmp_path, dtype):
+    """Sequential reads give back the appended batches exactly, in any chunking, twice."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(23, 2, 3, generator=g).to(dtype)
+    y = torch.randint(0, 5, (23,), generator=g)
+    t = (y + 1) % 5
+    with TensorSpool(tmp_path, "bytes") as spool:
+        for i in range(0, 23, 6):  # appended in 6s, read in 4s and 23s, twice
+            spool.append(x[i:i + 6], y[i:i + 6], t[i:i + 6])
+        for size in (4, 23, 4):
+            parts = list(spool.batches_with_targets(size, device="cpu"))
+            assert [len(p[1]) for p in parts] == [min(size, 23 - i) for i in range(0, 23, size)]
+            xs, ys, ts = (torch.cat([p[j] for p in parts]) for j in range(3))
+            assert xs.dtype == dtype and torch.equal(xs, x)
+            assert torch.equal(ys, y) and torch.equal(ts, t)

@@ -5,8 +5,9 @@ per batch; the paper also measures the perturbed batches generated *during* an A
 with the epoch's final weights (Su et al. 2024, §3: NC "on the data used in training"). The
 official code keeps all of them in GPU memory (≈ 1.2 GB per CIFAR epoch). :class:`TensorSpool`
 instead appends every perturbed batch, bit-exact (float32 stays float32), to a scratch file and
-streams it back in ``batch_size`` chunks through a read-only ``numpy.memmap`` — as often as
-needed (the two NC passes) — so memory stays O(batch) whatever the data-set size. The files
+streams it back in ``batch_size`` chunks with sequential reads — as often as needed (the two NC
+passes) — so memory stays O(batch) whatever the data-set size (a memory map would keep every
+page it had read resident until it is unmapped). The files
 are deleted on :meth:`TensorSpool.delete` (or when the context manager exits). Batches on CUDA
 go to and come back from the file through page-locked (pinned) host memory.
 """
@@ -47,10 +48,11 @@ def _host(t: Tensor) -> Tensor:
     return t.contiguous() if t.device.type == "cpu" else t.to("cpu").contiguous()
 
 
-def _read(rows: np.ndarray, device: torch.device | None) -> Tensor:
-    """Rows of a memmap as a tensor on ``device``; to CUDA through a fresh pinned buffer and an
-    asynchronous copy (the caching host allocator keeps the buffer until the copy is done)."""
-    out = torch.from_numpy(np.array(rows))
+def _to(rows: np.ndarray, device: torch.device | None) -> Tensor:
+    """A freshly read array as a tensor (no copy) on ``device``; to CUDA through a pinned
+    buffer and an asynchronous copy (the caching host allocator keeps the buffer until the
+    copy is done)."""
+    out = torch.from_numpy(rows)
     if device is not None and device.type == "cuda":
         return out.pin_memory().to(device, non_blocking=True)
     return out if device is None else out.to(device)
@@ -151,20 +153,18 @@ class TensorSpool:
         if self.count == 0:
             return
         assert self.sample_shape is not None and self.dtype is not None
-        xs = np.memmap(
-            self.x_path, dtype=_DTYPES[self.dtype], mode="r", shape=(self.count, *self.sample_shape)
-        )
-        ys = np.memmap(self.y_path, dtype=np.int64, mode="r", shape=(self.count,))
-        ts = (np.memmap(self.t_path, dtype=np.int64, mode="r", shape=(self.count,))
-              if self.has_targets else None)
-        try:
-            dev = None if device is None else torch.device(device)
+        dev = None if device is None else torch.device(device)
+        per = int(np.prod(self.sample_shape, dtype=np.int64))
+        with contextlib.ExitStack() as stack:  # sequential reads: no mapped pages stay resident
+            fx = stack.enter_context(open(self.x_path, "rb"))
+            fy = stack.enter_context(open(self.y_path, "rb"))
+            ft = stack.enter_context(open(self.t_path, "rb")) if self.has_targets else None
             for i in range(0, self.count, batch_size):
-                rows = slice(i, i + batch_size)
-                x, y = _read(xs[rows], dev), _read(ys[rows], dev)
-                yield x, y, None if ts is None else _read(ts[rows], dev)
-        finally:
-            del xs, ys, ts
+                b = min(batch_size, self.count - i)
+                xs = np.fromfile(fx, dtype=_DTYPES[self.dtype], count=b * per)
+                x = _to(xs.reshape(b, *self.sample_shape), dev)
+                y = _to(np.fromfile(fy, dtype=np.int64, count=b), dev)
+                yield x, y, None if ft is None else _to(np.fromfile(ft, np.int64, count=b), dev)
 
     def close(self) -> None:
         """Close the writers (the files stay until :meth:`delete`)."""
