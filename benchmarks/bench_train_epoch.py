@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/bench_train_epoch.py                       # digits + Fashion-MNIST 5000
     python benchmarks/bench_train_epoch.py --datasets digits --threads 1 2
+    python benchmarks/bench_train_epoch.py --channels-last --precision bf16
 
 Each (data set, mode, threads) runs ``--epochs`` epochs (default 2; the first is a warm-up)
 with PGD-10 l_inf at eps 0.1, alpha eps/4 (attack in train mode for AT, eval mode for TRADES),
@@ -30,7 +31,8 @@ SETUPS = {
 }  # fmt: skip
 
 
-def bench(dataset: str, mode: str, threads: int, epochs: int) -> dict[str, float]:
+def bench(dataset: str, mode: str, threads: int, epochs: int, precision: str = "fp32",
+          channels_last: bool = False) -> dict[str, float]:
     """Train ``epochs`` epochs; return the median train time of the timed epochs and more."""
     cfg = TrainConfig.from_dict(
         {
@@ -43,6 +45,8 @@ def bench(dataset: str, mode: str, threads: int, epochs: int) -> dict[str, float
             "threads": threads,
             "progress": False,
             "checkpoint_every": 0,
+            "precision": precision,
+            "channels_last": channels_last,
         }
     )
     t0 = time.perf_counter()
@@ -65,6 +69,10 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["st", "at", "trades"])
     parser.add_argument("--threads", nargs="+", type=int, default=[1])
     parser.add_argument("--epochs", type=int, default=2, help="epochs per run (first = warm-up)")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                        help="TrainConfig.precision (bf16: autocast of the training passes)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="TrainConfig.channels_last (conv nets)")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} default threads")
     print("| data set | model | n | mode | threads | epoch (s) | first epoch (s) | tracking (s) |")
@@ -72,7 +80,7 @@ def main() -> None:
     for ds in args.datasets:
         for mode in args.modes:
             for th in args.threads:
-                r = bench(ds, mode, th, args.epochs)
+                r = bench(ds, mode, th, args.epochs, args.precision, args.channels_last)
                 print(
                     f"| {ds} | {SETUPS[ds]['model']['name']} | {r['n_train']} | {mode} | {th} | "
                     f"{r['epoch_s']:.2f} | {r['first_epoch_s']:.2f} | {r['track_s']:.2f} |",
