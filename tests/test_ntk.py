@@ -19,6 +19,7 @@ from ncscope.ntk import (
     class_alignment,
     eigen_features,
     empirical_ntk,
+    jacobian_rows,
     kernel_distance,
     linearize,
     relu_kernels,
@@ -109,6 +110,8 @@ def test_empirical_ntk_equals_explicit_jacobian_product(mode: str) -> None:
     assert float(torch.linalg.eigvalsh(got).min()) > -1e-10
     # one shot (no chunking) and a rectangular block agree with the same oracle
     torch.testing.assert_close(empirical_ntk(model, x, mode=mode), got, atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(jacobian_rows(model, x, per_sample=False),
+                               jacobian_rows(model, x, per_sample=True), atol=1e-13, rtol=0)
     rect = empirical_ntk(model, x[:2], x[2:], mode=mode, max_bytes=1)
     k = 3 if mode == "full" else 1
     torch.testing.assert_close(rect, got[: 2 * k, 2 * k:], atol=1e-12, rtol=1e-10)
