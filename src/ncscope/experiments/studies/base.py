@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -53,6 +54,16 @@ class Claim:
         """Inverse of :meth:`to_dict`."""
         keys = ("id", "statement", "rule", "numbers", "holds", "note", "margin")
         return cls(**{k: data[k] for k in keys if k in data})
+
+
+def finite(value: object) -> float | None:
+    """``value`` as a float, or ``None`` when it is missing, NaN or not a number (how claims read
+    a table cell)."""
+    try:
+        f = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
 
 
 def claims_frame(claims: list[Claim]) -> pd.DataFrame:

@@ -18,19 +18,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from ncscope.experiments.studies.base import Claim
+from ncscope.experiments.studies.base import Claim, finite
 
 HEXAGON = 1 - math.cos(2 * math.pi / 6)  # = 0.5, the regular hexagon's one-vs-rest distance
 G1_TOL, G2_TOL, G3_GAP = 0.01, 0.05, 1e-4
 G4_GNC3, G4_FRACTION, G5_LEAP = 0.1, 0.8, 0.9
 
-
-def _num(v: object) -> float | None:
-    try:
-        f = float(v)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
 
 
 def _is_reference(codes: pd.DataFrame) -> pd.Series:
@@ -53,7 +46,7 @@ def _row(codes: pd.DataFrame, k: int, d: int) -> pd.Series | None:
 def g1(codes: pd.DataFrame) -> Claim:
     """At (6, 2) the UFM reaches the hexagon's margin 0.5 within 1 %."""
     r = _row(codes, 6, 2)
-    g = None if r is None else _num(r.get("ufm_gnc2"))
+    g = None if r is None else finite(r.get("ufm_gnc2"))
     c = Claim("G1", "At K = 6, d = 2 the spherical UFM reaches the regular hexagon",
               f"|GNC2 − {HEXAGON:g}| ≤ {100 * G1_TOL:g} % of {HEXAGON:g} (1 − cos(2π/6))",
               {"ufm_gnc2": g, "hexagon": HEXAGON})
@@ -71,7 +64,7 @@ def g2(codes: pd.DataFrame) -> Claim:
         k, d = int(r.K), int(r.d)
         if (k, d) == (6, 2):
             continue
-        g, soft, tam = (_num(r.get(x)) for x in ("ufm_gnc2", "softmax_margin", "tammes_margin"))
+        g, soft, tam = (finite(r.get(x)) for x in ("ufm_gnc2", "softmax_margin", "tammes_margin"))
         best = max(v for v in (soft, tam, g) if v is not None) if g is not None else None
         nums[f"ufm_gnc2_{k}x{d}"], nums[f"best_code_{k}x{d}"] = g, best
         if g is None or not best:
@@ -95,7 +88,7 @@ def g3(codes: pd.DataFrame) -> Claim:
     nums: dict[str, float | None] = {}
     diffs = []
     for _, r in codes.iterrows():
-        soft, tam = _num(r.get("softmax_margin")), _num(r.get("tammes_margin"))
+        soft, tam = finite(r.get("softmax_margin")), finite(r.get("tammes_margin"))
         key = f"{int(r.K)}x{int(r.d)}"
         nums[f"softmax_{key}"], nums[f"tammes_{key}"] = soft, tam
         if soft is not None and tam is not None:
@@ -113,11 +106,11 @@ def g3(codes: pd.DataFrame) -> Claim:
 def g4(codes: pd.DataFrame, networks: pd.DataFrame) -> Claim:
     """The bottleneck ST net shows generalized collapse."""
     ref = codes[_is_reference(codes)]
-    best = _num(ref.softmax_margin.max()) if len(ref) else None
+    best = finite(ref.softmax_margin.max()) if len(ref) else None
     st = networks[networks["mode"] == "st"]
-    gnc2 = _num(st["clean gnc2"].iloc[0]) if len(st) else None
-    gnc3 = _num(st["clean gnc3"].iloc[0]) if len(st) else None
-    gnc1 = _num(st["clean gnc1"].iloc[0]) if len(st) else None
+    gnc2 = finite(st["clean gnc2"].iloc[0]) if len(st) else None
+    gnc3 = finite(st["clean gnc3"].iloc[0]) if len(st) else None
+    gnc1 = finite(st["clean gnc1"].iloc[0]) if len(st) else None
     c = Claim("G4", "The trained bottleneck net (ST) shows generalized collapse",
               f"ST, last epoch, bottleneck features: GNC3 ≤ {G4_GNC3:g} and GNC2 ≥ "
               f"{G4_FRACTION:g} × the softmax code's min one-vs-rest distance at the same "
@@ -139,7 +132,7 @@ def g5(analysis: pd.DataFrame) -> Claim:
                 & (a.reference == "clean") & (a.group == "label")]
         for metric in ("leap_pred_when_wrong", "net_accuracy", "gnc2"):
             s = sel[sel.metric == metric]
-            nums[f"{run}_{metric}"] = _num(s.value.iloc[0]) if len(s) else None
+            nums[f"{run}_{metric}"] = finite(s.value.iloc[0]) if len(s) else None
     leap = nums.get("st_leap_pred_when_wrong")
     c = Claim("G5", "Perturbed points leap to other vertices at K > d + 1 (beyond the paper)",
               f"ST, untargeted PGD at the training ε: ≥ {100 * G5_LEAP:g} % of the misclassified "

@@ -11,14 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-
-def _save(fig: plt.Figure, figdir: Path, name: str) -> Path:
-    figdir.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    for ext in ("png", "svg"):
-        fig.savefig(figdir / f"{name}.{ext}", dpi=110)
-    plt.close(fig)
-    return figdir / f"{name}.png"
+from ncscope.experiments.studies.plotting import save_figure  # noqa: E402
 
 
 def ufm_figure(ufm: pd.DataFrame, codes: pd.DataFrame, figdir: Path) -> Path:
@@ -36,7 +29,7 @@ def ufm_figure(ufm: pd.DataFrame, codes: pd.DataFrame, figdir: Path) -> Path:
         ax.set_ylabel("GNC2 = min_k ρ_k")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    return _save(fig, figdir, "ufm_gnc2")
+    return save_figure(fig, figdir, "ufm_gnc2")
 
 
 def network_figure(history: pd.DataFrame, figdir: Path) -> Path:
@@ -55,7 +48,7 @@ def network_figure(history: pd.DataFrame, figdir: Path) -> Path:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    return _save(fig, figdir, "networks_gnc")
+    return save_figure(fig, figdir, "networks_gnc")
 
 
 def geometry_figure(features: pd.DataFrame, figdir: Path) -> Path:
@@ -74,7 +67,7 @@ def geometry_figure(features: pd.DataFrame, figdir: Path) -> Path:
         ax.plot([0, m[0]], [0, m[1]], [0, m[2]], color=f"C{c % 10}", lw=2)
     ax.set_title("ST: unit-normalised 3-D bottleneck features", fontsize=10)
     ax.legend(fontsize=6, ncol=2, loc="upper left")
-    return _save(fig, figdir, "bottleneck_3d")
+    return save_figure(fig, figdir, "bottleneck_3d")
 
 
 def figures(folder: Path) -> list[tuple[Path, str]]:

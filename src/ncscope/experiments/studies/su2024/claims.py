@@ -14,12 +14,9 @@ profile). Sections: T1 §3 (ST collapse), T2–T4 §4 (attacks break collapse; l
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import pandas as pd
 
-from ncscope.experiments.studies.base import Claim
+from ncscope.experiments.studies.base import Claim, finite
 
 
 def penultimate_of(layers: pd.Series) -> str:
@@ -36,13 +33,6 @@ def perturbed_source(history: pd.DataFrame) -> str:
     sources = set(history.source)
     return "perturbed" if "perturbed" in sources else "pgd"
 
-
-def _num(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
 
 
 def _all(*values: float | None) -> bool:
@@ -81,7 +71,7 @@ class _Tables:
         elif len(sel):
             d = sel.depth.max() if depth == "last" else sel.depth.min()
             sel = sel[sel.depth == d]
-        return _num(sel.value.iloc[0]) if len(sel) else None
+        return finite(sel.value.iloc[0]) if len(sel) else None
 
     def by_depth(self, run: str, eps: str, source: str, metric: str,
                  **kw: str) -> dict[str, float | None]:
@@ -92,7 +82,7 @@ class _Tables:
         for k, v in {"split": "train", "reference": "own", "group": "label", **kw}.items():
             sel = sel[sel[k] == v]
         sel = sel.sort_values("depth", kind="stable")
-        return {layer: _num(v) for layer, v in zip(sel.layer, sel.value, strict=True)}
+        return {layer: finite(v) for layer, v in zip(sel.layer, sel.value, strict=True)}
 
     def hist(self, run: str, source: str, metric: str, reference: str = "own") -> pd.DataFrame:
         """Penultimate-layer history of ``run``: ``source`` ``"clean"`` or ``"perturbed"``
@@ -116,14 +106,14 @@ def judge_claims(history: pd.DataFrame, analysis: pd.DataFrame) -> list[Claim]:
     # T1 — ST collapses on clean training data.
     h1 = t.hist("st", "clean", "nc1")
     h4 = t.hist("st", "clean", "nc4")
-    first = _num(h1.value.iloc[0]) if len(h1) else None
-    last = _num(h1.value.iloc[-1]) if len(h1) else None
-    nc4 = _num(h4.value.iloc[-1]) if len(h4) else None
+    first = finite(h1.value.iloc[0]) if len(h1) else None
+    last = finite(h1.value.iloc[-1]) if len(h1) else None
+    nc4 = finite(h4.value.iloc[-1]) if len(h4) else None
     c = Claim("T1", "ST collapses on clean training data",
               "penultimate NC1(last epoch) ≤ 0.1 × NC1(first measured epoch) and NC4 ≤ 0.01",
               {"nc1_first": first, "nc1_last": last, "nc4_last": nc4,
-               "epoch_first": _num(h1.epoch.iloc[0]) if len(h1) else None,
-               "epoch_last": _num(h1.epoch.iloc[-1]) if len(h1) else None})
+               "epoch_first": finite(h1.epoch.iloc[0]) if len(h1) else None,
+               "epoch_last": finite(h1.epoch.iloc[-1]) if len(h1) else None})
     if _all(first, last, nc4):
         c.holds = last <= 0.1 * first and nc4 <= 0.01
         c.margin = min(_at_most(last, 0.1 * first), _at_most(nc4, 0.01))
@@ -175,7 +165,7 @@ def judge_claims(history: pd.DataFrame, analysis: pd.DataFrame) -> list[Claim]:
 
     # T5 — AT aligns the simplices: the paper's view is the training-time perturbations.
     def last(df: pd.DataFrame) -> float | None:
-        return _num(df.value.iloc[-1]) if len(df) else None
+        return finite(df.value.iloc[-1]) if len(df) else None
 
     at_clean = last(t.hist("at", "clean", "nc1"))
     at_pert = last(t.hist("at", "perturbed", "nc1"))

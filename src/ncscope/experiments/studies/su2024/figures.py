@@ -20,6 +20,7 @@ import pandas as pd  # noqa: E402
 
 from ncscope.collapse.schema import typed  # noqa: E402
 from ncscope.experiments.robust import consistency_flag  # noqa: E402
+from ncscope.experiments.studies.plotting import save_figure  # noqa: E402
 from ncscope.experiments.studies.su2024.claims import (  # noqa: E402
     penultimate_of,
     perturbed_source,
@@ -29,14 +30,6 @@ RUN_COLORS = {"st": "#1f77b4", "at": "#d62728", "trades": "#2ca02c", "trades_bnq
 RUN_LABELS = {"st": "ST", "at": "AT (PGD)", "trades": "TRADES",
               "trades_bnquirk": "TRADES (BN quirk)"}
 
-
-def _save(fig: plt.Figure, out_dir: Path, name: str) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    png = out_dir / f"{name}.png"
-    fig.savefig(png, dpi=110, bbox_inches="tight")
-    fig.savefig(out_dir / f"{name}.svg", bbox_inches="tight")
-    plt.close(fig)
-    return png
 
 
 def nc_vs_epoch(history: pd.DataFrame, out_dir: Path) -> Path:
@@ -74,7 +67,7 @@ def nc_vs_epoch(history: pd.DataFrame, out_dir: Path) -> Path:
     fig.suptitle("Penultimate-layer NC on training data: clean (solid) vs training-time "
                  "perturbations (dashed)", fontsize=12)
     fig.tight_layout(rect=(0, 0, 1, 0.96))
-    return _save(fig, out_dir, "nc_vs_epoch")
+    return save_figure(fig, out_dir, "nc_vs_epoch", bbox_tight=True)
 
 
 def layerwise(analysis: pd.DataFrame, out_dir: Path, eps_name: str = "main") -> Path:
@@ -115,7 +108,7 @@ def layerwise(analysis: pd.DataFrame, out_dir: Path, eps_name: str = "main") -> 
             axes[i, j].legend(fontsize=8)
     fig.suptitle(f"Layer-wise collapse, clean vs PGD ({eps_name} ε)", fontsize=11)
     fig.tight_layout()
-    return _save(fig, out_dir, f"layerwise_{eps_name}")
+    return save_figure(fig, out_dir, f"layerwise_{eps_name}", bbox_tight=True)
 
 
 def leap_2d(points: pd.DataFrame, out_dir: Path) -> Path:
@@ -153,7 +146,7 @@ def leap_2d(points: pd.DataFrame, out_dir: Path) -> Path:
     fig.suptitle("Last layer: each perturbed point (×) leaps from its clean position (arrow "
                  "tail) towards a clean vertex (★)", fontsize=11)
     fig.tight_layout()
-    return _save(fig, out_dir, "leap_2d")
+    return save_figure(fig, out_dir, "leap_2d", bbox_tight=True)
 
 
 def class_angles(analysis: pd.DataFrame, out_dir: Path, eps_name: str = "main") -> Path:
@@ -177,7 +170,7 @@ def class_angles(analysis: pd.DataFrame, out_dir: Path, eps_name: str = "main") 
                  "each simplex centred on its own mean)", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
-    return _save(fig, out_dir, f"class_angles_{eps_name}")
+    return save_figure(fig, out_dir, f"class_angles_{eps_name}", bbox_tight=True)
 
 
 def read_tables(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:

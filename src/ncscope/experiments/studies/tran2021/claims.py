@@ -15,22 +15,14 @@ Inputs: ``sweep.csv``, ``nets.csv``, ``radius.csv`` (and ``summary.json`` for th
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
 
-from ncscope.experiments.studies.base import Claim, read_summary
+from ncscope.experiments.studies.base import Claim, finite, read_summary
 
 V1_SAMPLES, V2_SPEEDUP = 10_000, 3.0
 
-
-def _num(v: object) -> float | None:
-    try:
-        f = float(v)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
 
 
 def v1(sweep: pd.DataFrame, nets: pd.DataFrame, radius: pd.DataFrame) -> Claim:
@@ -54,12 +46,12 @@ def v2(sweep: pd.DataFrame) -> Claim:
         return sweep[(sweep.rf - rf).abs() < 1e-12]
     s0, s1 = at(0.0), at(1.0)
     nums: dict[str, float | None] = {
-        "seconds_rf0": _num(s0.seconds.mean()) if len(s0) else None,
-        "seconds_rf1": _num(s1.seconds.mean()) if len(s1) else None,
-        "lps_rf0": _num(s0.lps.mean()) if len(s0) else None,
-        "lps_rf1": _num(s1.lps.mean()) if len(s1) else None,
-        "rv_rf0": _num(s0.rv.mean()) if len(s0) else None,
-        "rv_rf1": _num(s1.rv.mean()) if len(s1) else None,
+        "seconds_rf0": finite(s0.seconds.mean()) if len(s0) else None,
+        "seconds_rf1": finite(s1.seconds.mean()) if len(s1) else None,
+        "lps_rf0": finite(s0.lps.mean()) if len(s0) else None,
+        "lps_rf1": finite(s1.lps.mean()) if len(s1) else None,
+        "rv_rf0": finite(s0.rv.mean()) if len(s0) else None,
+        "rv_rf1": finite(s1.rv.mean()) if len(s1) else None,
     }
     c = Claim("V2", "rF = 1 (estimated bounds only) is much faster than rF = 0 (all LPs) and "
               "verifies no more pixels",
@@ -81,9 +73,9 @@ def v3(nets: pd.DataFrame) -> Claim:
     sel = nets[nets.attack == "linf"] if len(nets) else nets
     rv = sel.groupby("net").rv.mean() if len(sel) else pd.Series(dtype=float)
     rs = sel.groupby("net").rs.mean() if len(sel) else pd.Series(dtype=float)
-    nums = {"rv_transposed": _num(rv.get("transposed")), "rv_dilated": _num(rv.get("dilated")),
-            "rs_transposed": _num(rs.get("transposed")), "rs_dilated": _num(rs.get("dilated"))}
-    eps = _num(sel.eps.iloc[0]) if len(sel) else None
+    nums = {"rv_transposed": finite(rv.get("transposed")), "rv_dilated": finite(rv.get("dilated")),
+            "rs_transposed": finite(rs.get("transposed")), "rs_dilated": finite(rs.get("dilated"))}
+    eps = finite(sel.eps.iloc[0]) if len(sel) else None
     c = Claim("V3", "The transposed-conv + average-pool net is more verifiable than the "
               "dilated one", f"ℓ∞ ball ε = {eps} on the same pixels, same rF: mean RV "
               "(transposed) > mean RV (dilated)", nums)
@@ -101,8 +93,8 @@ def c1(radius: pd.DataFrame, tol: float) -> Claim:
     med_l = radius.groupby("run").logit_radius.median() if len(radius) else pd.Series(dtype=float)
     nums: dict[str, float | None] = {}
     for run in ("st", "at", "trades"):
-        nums[f"{run}_median_collapse"] = _num(med.get(run))
-        nums[f"{run}_median_logit"] = _num(med_l.get(run))
+        nums[f"{run}_median_collapse"] = finite(med.get(run))
+        nums[f"{run}_median_logit"] = finite(med_l.get(run))
     c = Claim("C1", "AT enlarges the certified collapse radius; certified radii stay below "
               "the PGD radius (beyond the paper)",
               "median certified collapse radius AT > ST, and for every sample collapse and "
@@ -112,11 +104,11 @@ def c1(radius: pd.DataFrame, tol: float) -> Claim:
         return c
     pgd = radius.pgd_radius.astype(float)
     cert = radius[["collapse_radius", "logit_radius"]].astype(float).max(axis=1)
-    finite = pgd.replace(float("inf"), float("nan"))
+    bounded = pgd.replace(float("inf"), float("nan"))
     over = int((cert > pgd).sum())
     nums["samples_over_pgd"] = over
     nums["samples"] = len(radius)
-    gaps = ((finite - cert) / finite.clip(lower=tol)).dropna()
+    gaps = ((bounded - cert) / bounded.clip(lower=tol)).dropna()
     s_order = (at - st) / max(st, tol)
     c.margin = min(s_order, float(gaps.min())) if len(gaps) else s_order
     c.holds = at > st and over == 0

@@ -11,14 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-
-def _save(fig: plt.Figure, figdir: Path, name: str) -> Path:
-    figdir.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    for ext in ("png", "svg"):
-        fig.savefig(figdir / f"{name}.{ext}", dpi=110)
-    plt.close(fig)
-    return figdir / f"{name}.png"
+from ncscope.experiments.studies.plotting import save_figure  # noqa: E402
 
 
 def sweep_table(sweep: pd.DataFrame) -> pd.DataFrame:
@@ -43,7 +36,7 @@ def sweep_figure(sweep: pd.DataFrame, figdir: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0].set_yscale("log")
     axes[0].legend(fontsize=8)
-    return _save(fig, figdir, "rf_sweep")
+    return save_figure(fig, figdir, "rf_sweep")
 
 
 def nets_figure(nets: pd.DataFrame, figdir: Path) -> Path:
@@ -59,7 +52,7 @@ def nets_figure(nets: pd.DataFrame, figdir: Path) -> Path:
         ax.set_title(col.upper(), fontsize=10)
         ax.grid(alpha=0.3, axis="y")
     axes[0].legend(fontsize=8)
-    return _save(fig, figdir, "nets")
+    return save_figure(fig, figdir, "nets")
 
 
 def radius_figure(radius: pd.DataFrame, figdir: Path) -> Path:
@@ -80,7 +73,7 @@ def radius_figure(radius: pd.DataFrame, figdir: Path) -> Path:
     ax.set_ylabel("ε (ℓ∞, pixel units)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, figdir, "radii")
+    return save_figure(fig, figdir, "radii")
 
 
 def figures(folder: Path) -> list[tuple[Path, str]]:

@@ -15,25 +15,17 @@ and ``analysis.csv`` of the run folder.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
 
-from ncscope.experiments.studies.base import Claim
+from ncscope.experiments.studies.base import Claim, finite
 
 N2_SHARE = 0.5  # the widest net loses at least this share of the white-box drop
 N3_TOP = 5
 N4_EARLY = 3  # epochs 1..N4_EARLY are "early"
 N5_SLACK = 0.1  # the kernel leap fraction may trail PGD's by at most this much
 
-
-def _num(v: object) -> float | None:
-    try:
-        f = float(v)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
 
 
 def n1(conv: pd.DataFrame) -> Claim:
@@ -57,12 +49,13 @@ def n2(transfer: pd.DataFrame) -> Claim:
     nums: dict[str, float | None] = {}
     if len(kern):
         k = kern.iloc[0]
-        nums["kernel_clean"], nums["kernel_under_kernel_pgd"] = (_num(k.clean_acc),
-                                                                 _num(k.kernel_pgd_acc))
+        nums["kernel_clean"], nums["kernel_under_kernel_pgd"] = (finite(k.clean_acc),
+                                                                 finite(k.kernel_pgd_acc))
     for r in nets.itertuples():
         w = int(r.width)
-        nums[f"w{w}_clean"], nums[f"w{w}_whitebox"] = _num(r.clean_acc), _num(r.whitebox_pgd_acc)
-        nums[f"w{w}_transfer"] = _num(r.kernel_pgd_acc)
+        nums[f"w{w}_clean"] = finite(r.clean_acc)
+        nums[f"w{w}_whitebox"] = finite(r.whitebox_pgd_acc)
+        nums[f"w{w}_transfer"] = finite(r.kernel_pgd_acc)
     c = Claim("N2", "Training-free kernel attacks fool the kernel predictor and transfer to "
               "finite networks", "kernel PGD lowers the kernel predictor's accuracy, and on the "
               f"widest net (clean − transfer) ≥ {N2_SHARE:g} × (clean − white-box PGD) at the "
@@ -84,9 +77,9 @@ def n3(eig: pd.DataFrame) -> Claim:
     """Top eigen-features are more robust than the rest."""
     eig = eig.sort_values("index")
     top, rest = eig.robustness.iloc[:N3_TOP], eig.robustness.iloc[N3_TOP:]
-    nums = {"robustness_top": _num(top.mean()), "robustness_rest": _num(rest.mean()),
-            "usefulness_top": _num(eig.usefulness.iloc[:N3_TOP].mean()),
-            "usefulness_rest": _num(eig.usefulness.iloc[N3_TOP:].mean()),
+    nums = {"robustness_top": finite(top.mean()), "robustness_rest": finite(rest.mean()),
+            "usefulness_top": finite(eig.usefulness.iloc[:N3_TOP].mean()),
+            "usefulness_rest": finite(eig.usefulness.iloc[N3_TOP:].mean()),
             "features": float(len(eig))}
     c = Claim("N3", "Robust features sit at the top of the NTK spectrum",
               f"mean robustness γ of the top {N3_TOP} eigen-features > mean γ of the others "
@@ -112,11 +105,11 @@ def n4(history: pd.DataFrame) -> Claim:
         d = _kernel_series(history, run, "ntk_dist_init")
         m = _kernel_series(history, run, "ntk_top_mass")
         e = d[(d.index >= 1) & (d.index <= N4_EARLY)]
-        early[run] = _num(e.mean()) if len(e) else None
-        final[run] = _num(m.iloc[-1]) if len(m) else None
+        early[run] = finite(e.mean()) if len(e) else None
+        final[run] = finite(m.iloc[-1]) if len(m) else None
         nums[f"{run}_early_dist_init"], nums[f"{run}_final_top_mass"] = early[run], final[run]
         a = _kernel_series(history, run, "ntk_class_alignment")
-        nums[f"{run}_final_class_alignment"] = _num(a.iloc[-1]) if len(a) else None
+        nums[f"{run}_final_class_alignment"] = finite(a.iloc[-1]) if len(a) else None
     c = Claim("N4", "Under adversarial training the NTK moves less early and concentrates in "
               "its top eigenspace", f"clean probe: mean kernel distance to initialisation over "
               f"epochs 1–{N4_EARLY} smaller for AT than ST, and top-K spectral mass at the last "
@@ -138,7 +131,7 @@ def n5(analysis: pd.DataFrame) -> Claim:
                 & (a.group == "label")]
         for metric in ("leap_pred_when_wrong", "net_accuracy"):
             s = sel[sel.metric == metric]
-            nums[f"{src}_{metric}"] = _num(s.value.iloc[0]) if len(s) else None
+            nums[f"{src}_{metric}"] = finite(s.value.iloc[0]) if len(s) else None
     c = Claim("N5", "Transfer perturbations make features leap like white-box ones (beyond the "
               "paper)", "ST net, penultimate features of the training set: the fraction of "
               "misclassified kernel-PGD points nearest to the clean mean of their new "

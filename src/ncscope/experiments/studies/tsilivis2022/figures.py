@@ -10,14 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-
-def _save(fig: plt.Figure, figdir: Path, name: str) -> Path:
-    figdir.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    for ext in ("png", "svg"):
-        fig.savefig(figdir / f"{name}.{ext}", dpi=110)
-    plt.close(fig)
-    return figdir / f"{name}.png"
+from ncscope.experiments.studies.plotting import save_figure  # noqa: E402
 
 
 def kernel_figure(conv: pd.DataFrame, transfer: pd.DataFrame, figdir: Path) -> Path:
@@ -46,7 +39,7 @@ def kernel_figure(conv: pd.DataFrame, transfer: pd.DataFrame, figdir: Path) -> P
     b.set_title("training-free attacks on finite nets", fontsize=10)
     b.legend(fontsize=7)
     b.grid(alpha=0.3)
-    return _save(fig, figdir, "ntk_transfer")
+    return save_figure(fig, figdir, "ntk_transfer")
 
 
 def eigen_figure(eig: pd.DataFrame, figdir: Path) -> Path:
@@ -59,7 +52,7 @@ def eigen_figure(eig: pd.DataFrame, figdir: Path) -> Path:
     ax.set_ylabel("test accuracy of sign φ_i")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, figdir, "eigen_features")
+    return save_figure(fig, figdir, "eigen_features")
 
 
 def dynamics_figure(history: pd.DataFrame, figdir: Path) -> Path:
@@ -76,7 +69,7 @@ def dynamics_figure(history: pd.DataFrame, figdir: Path) -> Path:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    return _save(fig, figdir, "kernel_dynamics")
+    return save_figure(fig, figdir, "kernel_dynamics")
 
 
 def figures(folder: Path) -> list[tuple[Path, str]]:

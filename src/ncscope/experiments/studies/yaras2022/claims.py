@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from ncscope.experiments.studies.base import Claim
+from ncscope.experiments.studies.base import Claim, finite
 from ncscope.validation import check_real
 
 __all__ = ["Rules", "first_epoch_at_most", "judge_claims", "nc1_by_epoch"]
@@ -68,13 +68,6 @@ class Rules:
         self.reach_scales = [float(r[0]), float(r[1])]
 
 
-def _num(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
-
 
 def _at_most(value: float, bound: float) -> float:
     """Relative slack of ``value ≤ bound``: ``(bound − value) / |bound|``."""
@@ -106,9 +99,9 @@ def _y1(scales: pd.DataFrame, rules: Rules) -> Claim:
     nums: dict[str, float | None] = {}
     ordered = scales.sort_values("scale")
     for s, e in zip(ordered.scale, ordered["final etf_error_weights"], strict=True):
-        nums[f"final_etf_scale{float(s):g}"] = _num(e)
+        nums[f"final_etf_scale{float(s):g}"] = finite(e)
     inside = scales[(scales.scale >= lo) & (scales.scale <= hi)]
-    errs = [_num(v) for v in inside["final etf_error_weights"]]
+    errs = [finite(v) for v in inside["final etf_error_weights"]]
     stalls = [key.removeprefix("final_etf_scale") for key, e in nums.items()
               if e is not None and e > rules.etf_threshold]
     c = Claim("Y1", "The oblique UFM reaches the simplex ETF over a range of scales",
@@ -146,7 +139,7 @@ def _y2(compare: pd.DataFrame, rules: Rules) -> Claim:
         nums[f"regularized_gd_etf_iters_scale{s:g}"] = get("gd_armijo", "iterations to etf")
         if "rgd_armijo" not in rows.index or "gd_armijo" not in rows.index:
             continue
-        budget = _num(rows.at["gd_armijo", "iterations"]) or 0.0
+        budget = finite(rows.at["gd_armijo", "iterations"]) or 0.0
         if obl is None:  # the oblique run never got there: fails whatever the other did
             verdicts.append(False)
             margins.append(-1.0)
@@ -220,7 +213,7 @@ def _y4(final: pd.DataFrame, rules: Rules) -> Claim:
     at = final[final["mode"] == "at"].set_index("head")
 
     def get(head: str, col: str) -> float | None:
-        return _num(at.at[head, col]) if head in at.index and col in at.columns else None
+        return finite(at.at[head, col]) if head in at.index and col in at.columns else None
 
     lin, nor = get("linear", "PGD test acc"), get("normalized", "PGD test acc")
     tol = rules.robust_tolerance

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ncscope.collapse.schema import typed  # noqa: E402
+from ncscope.experiments.studies.plotting import save_figure  # noqa: E402
 from ncscope.experiments.studies.yaras2022.claims import nc1_by_epoch  # noqa: E402
 
 SOLVERS = {"rgd_armijo": ("oblique, Riemannian GD", "#d62728", "-"),
@@ -30,14 +31,6 @@ FLOOR = 1e-16
 TABLES = ("ufm_scales.csv", "ufm_scales_summary.csv", "ufm_compare.csv",
           "ufm_compare_summary.csv", "history.csv", "final.csv")
 
-
-def _save(fig: plt.Figure, out_dir: Path, name: str) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    png = out_dir / f"{name}.png"
-    fig.savefig(png, dpi=110, bbox_inches="tight")
-    fig.savefig(out_dir / f"{name}.svg", bbox_inches="tight")
-    plt.close(fig)
-    return png
 
 
 def read_tables(folder: Path) -> dict[str, pd.DataFrame]:
@@ -74,7 +67,7 @@ def etf_vs_iteration(traj: pd.DataFrame, summary: pd.DataFrame, out_dir: Path) -
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
-    return _save(fig, out_dir, "ufm_etf_vs_iteration")
+    return save_figure(fig, out_dir, "ufm_etf_vs_iteration", bbox_tight=True)
 
 
 def compare_curves(traj: pd.DataFrame, summary: pd.DataFrame, out_dir: Path) -> Path:
@@ -112,7 +105,7 @@ def compare_curves(traj: pd.DataFrame, summary: pd.DataFrame, out_dir: Path) -> 
                bbox_to_anchor=(0.5, -0.04))
     fig.suptitle("Normalized (oblique) vs regularised UFM at matched settings", fontsize=11)
     fig.tight_layout(rect=(0, 0.03, 1, 0.96))
-    return _save(fig, out_dir, "ufm_compare")
+    return save_figure(fig, out_dir, "ufm_compare", bbox_tight=True)
 
 
 def _acc_by_epoch(history: pd.DataFrame, run: str, source: str) -> pd.Series:
@@ -154,7 +147,7 @@ def nc1_vs_epoch(history: pd.DataFrame, final: pd.DataFrame, out_dir: Path) -> P
     fig.suptitle("Digits BN-MLP, penultimate layer: linear vs normalized head, ST (solid) and "
                  "AT (dashed)", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
-    return _save(fig, out_dir, "nc1_vs_epoch")
+    return save_figure(fig, out_dir, "nc1_vs_epoch", bbox_tight=True)
 
 
 def figures(folder: Path) -> list[tuple[Path, str]]:

@@ -13,12 +13,11 @@ Inputs: ``ufm_final.csv`` (one row per loss, the last recorded NC metrics) and `
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
 
-from ncscope.experiments.studies.base import Claim
+from ncscope.experiments.studies.base import Claim, finite
 
 #: Z1's collapse thresholds on the UFM solution.
 UFM_NC1, UFM_ETF, UFM_NC3 = 1e-6, 1e-3, 1e-3
@@ -27,13 +26,6 @@ ACC_SPREAD, NC1_REDUCTION = 0.02, 0.1
 #: Z3: perturbed NC1 at most this multiple of the clean NC1.
 ROBUST_RATIO = 5.0
 
-
-def _num(v: object) -> float | None:
-    try:
-        f = float(v)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
 
 
 def _slack(value: float, bound: float) -> float:
@@ -55,7 +47,7 @@ def z1(ufm: pd.DataFrame) -> Claim:
     for _, r in ufm.iterrows():
         for metric, bound in (("nc1", UFM_NC1), ("etf_error_weights", UFM_ETF),
                               ("nc3", UFM_NC3)):
-            v = _num(r.get(metric))
+            v = finite(r.get(metric))
             numbers[f"{r['loss']}_{metric}"] = v
             slacks.append(None if v is None else _slack(v, bound))
     holds, margin = _judge(slacks)
@@ -75,7 +67,7 @@ def z2(networks: pd.DataFrame) -> Claim:
     slacks: list[float | None] = []
     accs = []
     for _, r in st.iterrows():
-        acc, first, last = (_num(r.get(k)) for k in ("clean test acc", "first nc1", "clean nc1"))
+        acc, first, last = (finite(r.get(k)) for k in ("clean test acc", "first nc1", "clean nc1"))
         ratio = last / first if acc is not None and first and last is not None else None
         numbers[f"{r['loss']}_test_acc"] = acc
         numbers[f"{r['loss']}_nc1_last_over_first"] = ratio
@@ -98,12 +90,12 @@ def z3(networks: pd.DataFrame) -> Claim:
     numbers: dict[str, float | None] = {}
     slacks: list[float | None] = []
     for _, r in at.iterrows():
-        clean, pert, fresh = (_num(r.get(k)) for k in ("clean nc1", "perturbed nc1", "pgd nc1"))
+        clean, pert, fresh = (finite(r.get(k)) for k in ("clean nc1", "perturbed nc1", "pgd nc1"))
         ratio = pert / clean if pert is not None and clean else None
         numbers[f"{r['loss']}_perturbed_over_clean"] = ratio
         numbers[f"{r['loss']}_fresh_pgd_over_clean"] = (fresh / clean if fresh is not None
                                                         and clean else None)
-        numbers[f"{r['loss']}_angle_deg"] = _num(r.get("perturbed simplex angle"))
+        numbers[f"{r['loss']}_angle_deg"] = finite(r.get("perturbed simplex angle"))
         slacks.append(None if ratio is None else _slack(ratio, ROBUST_RATIO))
     holds, margin = _judge(slacks)
     return Claim("Z3", "Under AT every loss keeps the robust simplex (beyond the paper)",

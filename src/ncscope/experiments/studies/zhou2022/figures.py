@@ -10,17 +10,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ncscope.experiments.studies.plotting import save_figure  # noqa: E402
+
 UFM_PANELS = (("nc1", "NC1  Tr(Σ_W Σ_B⁺)"), ("etf_error_weights", "NC2  ETF error of W"),
               ("nc3", "NC3  self-duality"))
 
-
-def _save(fig: plt.Figure, figdir: Path, name: str) -> Path:
-    figdir.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    for ext in ("png", "svg"):
-        fig.savefig(figdir / f"{name}.{ext}", dpi=110)
-    plt.close(fig)
-    return figdir / f"{name}.png"
 
 
 def ufm_figure(ufm: pd.DataFrame, figdir: Path) -> Path:
@@ -35,7 +29,7 @@ def ufm_figure(ufm: pd.DataFrame, figdir: Path) -> Path:
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    return _save(fig, figdir, "ufm_nc")
+    return save_figure(fig, figdir, "ufm_nc")
 
 
 def _series(history: pd.DataFrame, run: str, source: str, metric: str = "nc1") -> pd.DataFrame:
@@ -66,7 +60,7 @@ def network_figure(history: pd.DataFrame, figdir: Path) -> Path:
                      fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
-    return _save(fig, figdir, "networks_nc1")
+    return save_figure(fig, figdir, "networks_nc1")
 
 
 def figures(folder: Path) -> list[tuple[Path, str]]:
