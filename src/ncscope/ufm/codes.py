@@ -32,6 +32,7 @@ the best start by the exact objective wins.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -40,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from ncscope.collapse.gnc import min_margin, one_vs_rest
+from ncscope.ufm.linesearch import armijo_backtrack
 from ncscope.ufm.oblique import retract, riemannian_grad
 from ncscope.ufm.problem import DTYPE, simplex_etf
 from ncscope.validation import check_int, check_real
@@ -53,7 +55,6 @@ __all__ = [
     "tammes_code",
 ]
 
-_ARMIJO_C = 1e-4
 _MAX_HALVINGS = 40
 
 
@@ -204,6 +205,14 @@ def _check(owner: str, num_classes: int, dim: int, max_iter: int,
     return k, d, iters, temps
 
 
+def _trial_step(f: Callable[[list[torch.Tensor], float], torch.Tensor], tau: float,
+                xs: list[torch.Tensor], grads: list[torch.Tensor], step: float,
+                ) -> tuple[float, list[torch.Tensor]]:
+    """``f`` after the retracted step ``−step·grads`` on every sphere, and the new points."""
+    new = [retract(x, -step * g) for x, g in zip(xs, grads, strict=True)]
+    return float(f(new, tau)), new
+
+
 def _anneal(f: Callable[[list[torch.Tensor], float], torch.Tensor], xs: list[torch.Tensor],
             temps: list[float], iters: int) -> list[torch.Tensor]:
     """Riemannian Armijo descent of ``f(xs, τ)`` on products of spheres, τ following ``temps``
@@ -218,14 +227,11 @@ def _anneal(f: Callable[[list[torch.Tensor], float], torch.Tensor], xs: list[tor
         sq = float(sum(g.pow(2).sum() for g in rg))
         if sq == 0.0:
             continue
-        trial = 2.0 * t
+        trial = functools.partial(_trial_step, f, tau, [x.detach() for x in leaves], rg)
         with torch.no_grad():
-            for _ in range(_MAX_HALVINGS):
-                new = [retract(x.detach(), -trial * g) for x, g in zip(leaves, rg, strict=True)]
-                if float(f(new, tau)) <= float(val) - _ARMIJO_C * trial * sq:
-                    xs, t = new, trial
-                    break
-                trial *= 0.5
+            found = armijo_backtrack(trial, float(val), sq, 2.0 * t, _MAX_HALVINGS)
+        if found is not None:
+            t, _, xs = found
     return [x.detach() for x in xs]
 
 

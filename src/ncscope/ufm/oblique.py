@@ -29,6 +29,7 @@ reached). ``"fixed"`` is plain RGD with the given step sizes.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Sequence
@@ -37,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from ncscope.losses import LossFn, resolve_loss
+from ncscope.ufm.linesearch import armijo_backtrack
 from ncscope.ufm.problem import DTYPE, class_counts, loss_label, make_labels
 from ncscope.ufm.result import Recorder, UFMResult
 from ncscope.validation import check_choice, check_int, check_real
@@ -45,7 +47,6 @@ __all__ = ["oblique_objective", "retract", "riemannian_grad", "solve_oblique"]
 
 _OWNER = "solve_oblique"
 STEP_RULES = ("armijo", "fixed")
-_ARMIJO_C = 1e-4
 _MAX_HALVINGS = 60
 
 
@@ -73,6 +74,15 @@ def _value_and_rgrad(W: torch.Tensor, H: torch.Tensor, labels: torch.Tensor, los
     f = oblique_objective(W, H, labels, loss_fn, scale)
     gw, gh = torch.autograd.grad(f, (W, H))
     return float(f.detach()), riemannian_grad(W.detach(), gw), riemannian_grad(H.detach(), gh)
+
+
+def _trial_step(W: torch.Tensor, H: torch.Tensor, rw: torch.Tensor, rh: torch.Tensor,
+                labels: torch.Tensor, loss_fn: LossFn, scale: float, step: float,
+                ) -> tuple[float, tuple[torch.Tensor, ...]]:
+    """Objective and Riemannian gradients after the retracted step ``−step·(rw, rh)``."""
+    W2, H2 = retract(W, -step * rw), retract(H, -step * rh)
+    f2, rw2, rh2 = _value_and_rgrad(W2, H2, labels, loss_fn, scale)
+    return f2, (W2, H2, rw2, rh2)
 
 
 def solve_oblique(
@@ -156,17 +166,12 @@ def solve_oblique(
             f, rw, rh = _value_and_rgrad(W, H, labels, loss_fn, s)
         else:
             sq = float(rw.pow(2).sum() + ratio * rh.pow(2).sum())
-            trial = 2.0 * t if done else t
-            for _ in range(_MAX_HALVINGS):
-                W2, H2 = retract(W, -trial * rw), retract(H, -trial * ratio * rh)
-                f2, rw2, rh2 = _value_and_rgrad(W2, H2, labels, loss_fn, s)
-                if f2 < f and f2 <= f - _ARMIJO_C * trial * sq:
-                    break
-                trial *= 0.5
-            else:
+            trial = functools.partial(_trial_step, W, H, rw, ratio * rh, labels, loss_fn, s)
+            found = armijo_backtrack(trial, f, sq, 2.0 * t if done else t, _MAX_HALVINGS)
+            if found is None:
                 status = "stalled"
                 break
-            W, H, f, rw, rh, t = W2, H2, f2, rw2, rh2, trial
+            t, f, (W, H, rw, rh) = found
         done += 1
         if recorder.due(done):
             record()

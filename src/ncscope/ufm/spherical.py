@@ -26,6 +26,7 @@ plus ``objective`` / ``loss`` (the CE at the current scale), ``grad_norm``, ``st
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Sequence
@@ -34,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ncscope.losses import LossFn, resolve_loss
+from ncscope.ufm.linesearch import armijo_backtrack
 from ncscope.ufm.oblique import oblique_objective, retract, riemannian_grad
 from ncscope.ufm.problem import DTYPE, class_counts, loss_label, make_labels
 from ncscope.ufm.result import Recorder, UFMResult
@@ -42,10 +44,8 @@ from ncscope.validation import check_int, check_real
 __all__ = ["scale_schedule", "spherical_ufm"]
 
 _OWNER = "spherical_ufm"
-_ARMIJO_C = 1e-4
 _MAX_HALVINGS = 30
 _FLAT = 1e-24  # squared Riemannian gradient norm treated as zero
-_EPS = 4.0 * 2.0 ** -52
 
 
 def scale_schedule(scale: float | tuple[float, float], iterations: int) -> list[float]:
@@ -71,6 +71,14 @@ def _value_and_rgrad(W: torch.Tensor, H: torch.Tensor, labels: torch.Tensor, los
     f = oblique_objective(W, H, labels, loss_fn, scale)
     gw, gh = torch.autograd.grad(f, (W, H))
     return float(f.detach()), riemannian_grad(W.detach(), gw), riemannian_grad(H.detach(), gh)
+
+
+def _trial_step(W: torch.Tensor, H: torch.Tensor, rw: torch.Tensor, rh: torch.Tensor,
+                labels: torch.Tensor, loss_fn: LossFn, scale: float, step: float,
+                ) -> tuple[float, tuple[torch.Tensor, torch.Tensor]]:
+    """Objective after the retracted step ``−step·(rw, rh)``, and the new point."""
+    W2, H2 = retract(W, -step * rw), retract(H, -step * rh)
+    return float(oblique_objective(W2, H2, labels, loss_fn, scale)), (W2, H2)
 
 
 def spherical_ufm(
@@ -138,17 +146,12 @@ def spherical_ufm(
     while done < iters:
         s = scales[done]  # f, rw, rh are at this scale
         sq = float(rw.pow(2).sum() + ratio * rh.pow(2).sum())
-        trial = 2.0 * t
         # At a critical point to rounding (e.g. the symmetric hexagon) no step can decrease f.
-        for _ in range(_MAX_HALVINGS if sq > _FLAT else 0):
-            if trial * sq <= _EPS * abs(f):  # the predicted decrease is below float64 rounding
-                break
-            W2, H2 = retract(W, -trial * rw), retract(H, -trial * ratio * rh)
-            f2 = float(oblique_objective(W2, H2, labels, loss_fn, s))
-            if f2 < f and f2 <= f - _ARMIJO_C * trial * sq:
-                W, H, t = W2, H2, trial
-                break
-            trial *= 0.5
+        if sq > _FLAT:
+            trial = functools.partial(_trial_step, W, H, rw, ratio * rh, labels, loss_fn, s)
+            found = armijo_backtrack(trial, f, sq, 2.0 * t, _MAX_HALVINGS, stop_at_rounding=True)
+            if found is not None:
+                t, _, (W, H) = found
         done += 1  # the next scale: re-evaluate there
         f, rw, rh = _value_and_rgrad(W, H, labels, loss_fn, scales[done])
         if not math.isfinite(f):

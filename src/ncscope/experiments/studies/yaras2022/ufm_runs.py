@@ -20,9 +20,10 @@ classified sample is already that small.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pandas as pd
@@ -38,13 +39,13 @@ from ncscope.ufm import (
     solve_oblique,
     solve_regularized,
 )
+from ncscope.ufm.linesearch import armijo_backtrack
 from ncscope.ufm.problem import DTYPE
 from ncscope.ufm.result import Recorder
 from ncscope.validation import check_int, check_real
 
 __all__ = ["compare_problems", "paired_lambda", "scale_sweep", "solve_regularized_gd"]
 
-_ARMIJO_C = 1e-4
 _MAX_HALVINGS = 60
 #: Trajectory metrics kept in the study's tables (the UFM records every NCStats key).
 KEEP = ("nc1", "etf_error_weights", "etf_error_means", "nc3", "objective", "grad_norm")
@@ -64,6 +65,16 @@ def paired_lambda(scale: float, num_classes: int, n_per_class: int) -> float:
     n = check_int("paired_lambda", "n_per_class", n_per_class, 1)
     e = math.exp(-s * k / (k - 1))
     return e / (math.sqrt(n) * (1 + (k - 1) * e))
+
+
+def _euclidean_step(value_grad: Callable[[torch.Tensor, torch.Tensor], tuple[float, torch.Tensor,
+                                                                            torch.Tensor]],
+                    W: torch.Tensor, H: torch.Tensor, gw: torch.Tensor, gh: torch.Tensor,
+                    step: float) -> tuple[float, tuple[torch.Tensor, ...]]:
+    """Objective and gradients after the step ``−step·(gw, gh)``."""
+    W2, H2 = W - step * gw, H - step * gh
+    f2, gw2, gh2 = value_grad(W2, H2)
+    return f2, (W2, H2, gw2, gh2)
 
 
 def solve_regularized_gd(num_classes: int, n_per_class: int, dim: int, *, lam: float,
@@ -105,17 +116,12 @@ def solve_regularized_gd(num_classes: int, n_per_class: int, dim: int, *, lam: f
     record()
     while done < max_iter:
         sq = float(gw.pow(2).sum() + ratio * gh.pow(2).sum())
-        trial = 2.0 * t if done else t
-        for _ in range(_MAX_HALVINGS):
-            W2, H2 = W - trial * gw, H - trial * ratio * gh
-            f2, gw2, gh2 = value_grad(W2, H2)
-            if f2 < f and f2 <= f - _ARMIJO_C * trial * sq:
-                break
-            trial *= 0.5
-        else:
+        trial = functools.partial(_euclidean_step, value_grad, W, H, gw, ratio * gh)
+        found = armijo_backtrack(trial, f, sq, 2.0 * t if done else t, _MAX_HALVINGS)
+        if found is None:
             status = "stalled"
             break
-        W, H, f, gw, gh, t = W2, H2, f2, gw2, gh2, trial
+        t, f, (W, H, gw, gh) = found
         done += 1
         if recorder.due(done):
             record()
