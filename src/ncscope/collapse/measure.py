@@ -58,6 +58,7 @@ class Measurement:
         self.ncc_counts = torch.zeros(len(COUNT_NAMES), dtype=torch.int64, device=dev)
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
         self.unit_scatter = torch.zeros(kp, kp, dtype=torch.float64, device=dev)
+        self._count_index: dict[tuple[int, ...], torch.Tensor] = {}
 
     def count(self, name: str) -> int:
         """One of the :data:`COUNT_NAMES` counters as a Python int."""
@@ -102,56 +103,76 @@ class Measurement:
             pred = check_labels(predictions, n, ref.num_classes, "predictions").to(ref.device)
         if targets is not None:
             tgt = check_labels(targets, n, ref.num_classes, "targets").to(ref.device)
-        for rows in row_chunks(n, ref.dim):
-            self._add(h[rows].to(ref.device), y[rows], yi[rows],
+        chunks = row_chunks(n, ref.dim)
+        if len(chunks) == 1:  # the usual batch: no slicing
+            self._add(h, y, yi, pred, tgt)
+            return self
+        for rows in chunks:
+            self._add(h[rows], y[rows], yi[rows],
                       None if pred is None else pred[rows], None if tgt is None else tgt[rows])
         return self
 
     def _add(self, h: torch.Tensor, y: torch.Tensor, yi: torch.Tensor,
              pred: torch.Tensor | None, tgt: torch.Tensor | None) -> None:
         ref = self.reference
-        # z = h - mu_y in float64 (h is promoted exactly), written over the gathered means.
-        z = ref.means.index_select(0, yi)
-        torch.sub(h, z, out=z)
         kp = ref.num_present
+        nw = 0 if ref.weight is None else ref.num_classes
+        h64 = h.to(ref.device, torch.float64)  # the one float64 copy of the batch (exact)
+        # z = h - mu_y in float64, written over the gathered means.
+        z = ref.means.index_select(0, yi)
+        torch.sub(h64, z, out=z)
         out = (ref.heads @ z.T).T
         proj = out[:, :kp]
-        nw = 0 if ref.weight is None else ref.num_classes
+        # one gather of every per-class row the batch needs: [G | mu M^~^T | mu^ M^~^T | mu W^T]
+        rows = ref.class_rows.index_select(0, yi)
         if ref.unit_cross is not None:  # M^~ (h/|h| - mu^_y) = (M^~ z + M^~ mu_y)/|h| - M^~ mu^_y
-            uproj = out[:, kp + nw:] + ref.unit_cross.index_select(0, yi)
-            uproj.mul_(unit_scale(h)[:, None]).sub_(ref.unit_self.index_select(0, yi))
-            self.unit_scatter += uproj.T @ uproj
+            uproj = out[:, kp + nw:] + rows[:, kp:2 * kp]
+            uproj.mul_(unit_scale(h64)[:, None]).sub_(rows[:, 2 * kp:3 * kp])
+            self.unit_scatter.addmm_(uproj.T, uproj)
         if pred is None and ref.weight is not None:
-            logits = out[:, kp:kp + nw] + ref.mean_logits.index_select(0, yi)  # W z + W mu_y + b
+            lo = rows.shape[1] - nw
+            logits = out[:, kp:kp + nw] + rows[:, lo:]  # W z + W mu_y + b
             if ref.bias is not None:
                 logits = logits + ref.bias
             pred = logits.argmax(dim=1)
-        self.proj_scatter += proj.T @ proj
+        self.proj_scatter.addmm_(proj.T, proj)
         sq = torch.linalg.vector_norm(z, dim=1).square()  # fused; (z * z).sum is 2 passes
         self.within_sq.index_add_(0, y, sq)
         self.meas_zsum.index_add_(0, y, z)
         self.meas_count += torch.bincount(y, minlength=ref.num_classes)
         # NCC distances need only P = z M~^T and the Gram G:
         # ||h - mu_c||^2 = ||z||^2 + 2 P_y - 2 P_c + G_yy - 2 G_yc + G_cc.
-        gram = ref.gram
-        score = gram.diagonal()[None, :] - 2.0 * gram[yi] - 2.0 * proj
+        score = torch.add(rows[:, :kp], proj).mul_(-2.0).add_(ref.gram.diagonal())
         nearest = ref.present[score.argmin(dim=1)]
-        c = self.ncc_counts
-        c[_C["n"]] += h.shape[0]
-        c[_C["ncc_true"]] += (nearest == y).sum()
+        self._count(nearest, y, pred, tgt)
+
+    def _count(self, nearest: torch.Tensor, y: torch.Tensor, pred: torch.Tensor | None,
+               tgt: torch.Tensor | None) -> None:
+        """Add the NCC / network agreement counts of a batch with one reduction."""
+        hit = nearest == y
+        cols, names = [torch.ones_like(hit), hit], ["n", "ncc_true"]
         if pred is not None:
             wrong = pred != y
-            c[_C["n_pred"]] += h.shape[0]
-            c[_C["ncc_pred"]] += (nearest == pred).sum()
-            c[_C["net_true"]] += (~wrong).sum()
-            c[_C["n_wrong"]] += wrong.sum()
-            c[_C["ncc_pred_wrong"]] += ((nearest == pred) & wrong).sum()
-            c[_C["ncc_true_wrong"]] += ((nearest == y) & wrong).sum()
+            hit_pred = nearest == pred
+            cols += [hit_pred, ~wrong, wrong, hit_pred & wrong, hit & wrong]
+            names += ["ncc_pred", "net_true", "n_wrong", "ncc_pred_wrong", "ncc_true_wrong"]
         if tgt is not None:
-            c[_C["n_target"]] += h.shape[0]
-            c[_C["ncc_target"]] += (nearest == tgt).sum()
+            cols.append(nearest == tgt)
+            names.append("ncc_target")
             if pred is not None:
-                c[_C["net_target"]] += (pred == tgt).sum()
+                cols.append(pred == tgt)
+                names.append("net_target")
+        # the sample counts ride as the all-ones column
+        pos = [_C[name] for name in names]
+        ones = [_C[name] for name in ("n_pred",) if pred is not None]
+        ones += [_C["n_target"]] if tgt is not None else []
+        pos += ones
+        cols += [cols[0]] * len(ones)
+        key = tuple(pos)
+        index = self._count_index.get(key)
+        if index is None:
+            index = self._count_index[key] = torch.tensor(pos, device=self.ncc_counts.device)
+        self.ncc_counts.index_add_(0, index, torch.stack(cols, dim=1).sum(dim=0))
 
     # ------------------------------------------------------------------ combining
     def merge(self, other: Measurement) -> Measurement:

@@ -56,7 +56,9 @@ class Reference:
             (``None`` when every mean coincides, i.e. Σ_B = 0).
         weight / bias: classifier (K, d) / (K,) or ``None``; ``heads``: ``M̃`` stacked over
             ``W`` and ``M̂̃`` (one GEMM per batch gives every projection); ``mean_logits``:
-            ``μ_c Wᵀ``.
+            ``μ_c Wᵀ``; ``class_rows``: (K_p, ·) every per-class row pass 2 looks up for a
+            sample, side by side (one gather per batch): ``[G | unit_cross | unit_self |
+            mean_logits]``, the unit and classifier blocks when present.
         unit_sums: (K, d) sums of the normalised features; unit_means / unit_mu_g /
             unit_centred (``M̂̃``) / unit_evals / unit_evecs / unit_rank: their class means,
             global mean, centred means and Gram eigenpairs and kept rank (``None`` when the
@@ -83,6 +85,7 @@ class Reference:
     bias: torch.Tensor | None
     heads: torch.Tensor
     mean_logits: torch.Tensor | None
+    class_rows: torch.Tensor
     unit_sums: torch.Tensor | None = None
     unit_means: torch.Tensor | None = None
     unit_mu_g: torch.Tensor | None = None
@@ -268,13 +271,19 @@ class ClassMeanSums:
                         unit_centred=u_centred, unit_evals=u_evals, unit_evecs=u_evecs,
                         unit_rank=u_rank, unit_cross=means @ u_centred.T,
                         unit_self=u_means @ u_centred.T)
+        mean_logits = None if w is None else means @ w.T
+        rows = [gram]
+        if unit:
+            rows += [unit["unit_cross"], unit["unit_self"]]
+        if mean_logits is not None:
+            rows.append(mean_logits)
         return Reference(
             num_classes=self.num_classes, dim=int(self.dim), global_mean=global_mean,  # type: ignore[arg-type]
             rank_rtol=float(rank_rtol), sums=self.sums.clone(), counts=self.counts.clone(),
             present=present, index=index, means=means, mu_g=mu_g, centred=centred, gram=gram,
             evals=evals, evecs=evecs, rank=rank, weight=w, bias=self.bias,
             heads=heads[0] if len(heads) == 1 else torch.cat(heads),
-            mean_logits=None if w is None else means @ w.T, **unit,
+            mean_logits=mean_logits, class_rows=torch.cat(rows, dim=1), **unit,
         )
 
     def state(self) -> dict[str, Any]:
