@@ -43,7 +43,10 @@ COLUMNS: tuple[Column, ...] = (
            REFERENCES),
     Column("group", "string", "labels grouping the samples into classes: the true 'label', the "
            "attack 'target', or the network's 'prediction'", GROUPS),
-    Column("metric", "string", "a registered metric (ncscope.collapse.METRICS)"),
+    Column("metric", "string", "a registered metric (ncscope.collapse.METRICS); in a training "
+           "history, rows without a layer also carry the epoch's logs (source 'training': step, "
+           "lr, run_loss, run_clean_acc, run_adv_acc) and the kernel dynamics of track_ntk "
+           "(ntk_dist_init, ntk_dist_prev, ntk_top_mass, ntk_class_alignment, ntk_trace)"),
     Column("value", "float64", "the metric's value (missing when the view lacks what it needs)"),
     Column("class", "Int64", "class index for per-class metrics; missing otherwise"),
 )
