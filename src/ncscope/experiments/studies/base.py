@@ -185,6 +185,13 @@ def read_summary(folder: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def seed_training(cfg: Any, seed: int) -> Any:
+    """A study config with ``train.seed = seed`` (the ``with_seed`` of a study whose every
+    random draw — initialisation, batch order, attacks, subsets — derives from the training
+    seed)."""
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
+
+
 def digits_recipe(**changes: Any) -> TrainSettings:
     """The main study's digits recipe as a ``train`` section (Su et al. 2024 at CPU scale: SGD,
     lr 0.05 piecewise, ℓ∞ PGD-10 at ε = 0.1, 100 epochs, tracking the full training and test

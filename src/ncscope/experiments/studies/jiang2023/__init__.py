@@ -22,7 +22,6 @@ Tables: ``codes.csv`` (one row per size: UFM GNC2 and both codes' values and mar
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from ncscope.experiments.studies.base import (
     progress_mode,
     read_summary,
     register_study,
+    seed_training,
     write_summary,
 )
 from ncscope.experiments.studies.grid import GridRun, final_table, train_grid
@@ -200,10 +200,6 @@ def describe(folder: Path) -> str:
             f"{t.get('eps', '?')}. " + (f"Wall time {total / 60:.1f} min. " if total else ""))
 
 
-def with_seed(cfg: Jiang2023Config, seed: int) -> Jiang2023Config:
-    """One repetition: UFM and code starts, training and attacks seeded with ``seed``."""
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
-
 
 STUDY = register_study(Study(
     name="jiang2023",
@@ -218,5 +214,5 @@ STUDY = register_study(Study(
     default_config=None,
     quick=QUICK,
     describe=describe,
-    with_seed=with_seed,
+    with_seed=seed_training,
 ))

@@ -23,7 +23,6 @@ Tables: ``seg_models.csv``, ``sweep.csv``, ``nets.csv``, ``digits_models.csv``,
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from ncscope.experiments.studies.base import (
     progress_mode,
     read_summary,
     register_study,
+    seed_training,
     write_summary,
 )
 from ncscope.experiments.studies.tran2021 import claims as t_claims
@@ -246,10 +246,6 @@ def describe(folder: Path) -> str:
             + (f"Wall time {total / 60:.1f} min. " if total else ""))
 
 
-def with_seed(cfg: Tran2021Config, seed: int) -> Tran2021Config:
-    """One repetition: data, nets, training and attacks seeded with ``seed``."""
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
-
 
 STUDY = register_study(Study(
     name="tran2021",
@@ -265,5 +261,5 @@ STUDY = register_study(Study(
     default_config=None,
     quick=QUICK,
     describe=describe,
-    with_seed=with_seed,
+    with_seed=seed_training,
 ))

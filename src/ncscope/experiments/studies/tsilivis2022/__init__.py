@@ -23,7 +23,6 @@ Tables: ``kernel_convergence.csv``, ``transfer.csv``, ``eigen_features.csv``, ``
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from ncscope.experiments.studies.base import (
     progress_mode,
     read_summary,
     register_study,
+    seed_training,
     write_summary,
 )
 from ncscope.experiments.studies.grid import GridRun, train_grid
@@ -227,10 +227,6 @@ def describe(folder: Path) -> str:
             + (f"Wall time {total / 60:.1f} min. " if total else ""))
 
 
-def with_seed(cfg: Tsilivis2022Config, seed: int) -> Tsilivis2022Config:
-    """One repetition: nets, subsets and attacks seeded with ``seed``."""
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
-
 
 STUDY = register_study(Study(
     name="tsilivis2022",
@@ -245,5 +241,5 @@ STUDY = register_study(Study(
     default_config=None,
     quick=QUICK,
     describe=describe,
-    with_seed=with_seed,
+    with_seed=seed_training,
 ))
