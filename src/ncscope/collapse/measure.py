@@ -1,13 +1,16 @@
 """Pass 2 of the NC protocol: features measured around a frozen :class:`Reference`.
 
 Every measured feature ``h`` with grouping label ``y`` gives ``z = h − μ_y`` (around the
-*reference* means). A :class:`Measurement` accumulates, in float64 and without any d×d matrix:
+*reference* means). A :class:`Measurement` accumulates, in float64:
 ``A = Σ (M̃ z)(M̃ z)ᵀ`` (K×K), per-class ``Σ‖z‖²``, per-class sums of ``z`` (the measured means),
 counts of nearest-class-mean (NCC) decisions against labels, predictions and targets, and,
 when logits are given, the network's cross-entropy. For the generalized-NC metrics it also
 accumulates ``Â = Σ (M̂̃ ẑ)(M̂̃ ẑ)ᵀ`` of the L2-normalised features, ``ẑ = h/‖h‖ − μ̂_y`` around
 the reference's normalised means: ``M̂̃`` rides in the same GEMM as ``M̃`` and ``W``, and
 ``M̂̃ ẑ = (M̂̃ z + M̂̃ μ_y)/‖h‖ − M̂̃ μ̂_y`` costs one norm per sample and two K×K lookups.
+No d×d matrix is formed while K_p ≤ d; with more present classes than dimensions the
+K×K scatters would cost N·K² per pass, so the d×d scatters ``Σ z zᵀ`` and ``Σ ẑ ẑᵀ`` are
+accumulated instead (N·d²) and folded in, ``A = M̃ (Σ z zᵀ) M̃ᵀ``, whenever ``A`` is read.
 Measurements add exactly (``merge``, ``all_reduce``). The metrics are functions of
 ``(reference, measurement)``: see :mod:`ncscope.collapse.registry`.
 """
