@@ -43,7 +43,7 @@ from ncscope.ufm.problem import DTYPE, class_counts, loss_label, make_labels
 from ncscope.ufm.result import Recorder, UFMResult
 from ncscope.validation import check_choice, check_int, check_real
 
-__all__ = ["oblique_objective", "retract", "riemannian_grad", "solve_oblique"]
+__all__ = ["oblique_objective", "retract", "riemannian_grad", "solve_oblique", "value_and_rgrad"]
 
 _OWNER = "solve_oblique"
 STEP_RULES = ("armijo", "fixed")
@@ -67,8 +67,10 @@ def oblique_objective(W: torch.Tensor, H: torch.Tensor, labels: torch.Tensor,
     return loss_fn(scale * (H @ W.T), labels)
 
 
-def _value_and_rgrad(W: torch.Tensor, H: torch.Tensor, labels: torch.Tensor, loss_fn: LossFn,
-                     scale: float) -> tuple[float, torch.Tensor, torch.Tensor]:
+def value_and_rgrad(W: torch.Tensor, H: torch.Tensor, labels: torch.Tensor, loss_fn: LossFn,
+                    scale: float) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """The objective of :func:`oblique_objective` and its Riemannian gradients in ``W`` and
+    ``H`` (float, tensor, tensor)."""
     W = W.detach().requires_grad_()
     H = H.detach().requires_grad_()
     f = oblique_objective(W, H, labels, loss_fn, scale)
@@ -81,7 +83,7 @@ def _trial_step(W: torch.Tensor, H: torch.Tensor, rw: torch.Tensor, rh: torch.Te
                 ) -> tuple[float, tuple[torch.Tensor, ...]]:
     """Objective and Riemannian gradients after the retracted step ``−step·(rw, rh)``."""
     W2, H2 = retract(W, -step * rw), retract(H, -step * rh)
-    f2, rw2, rh2 = _value_and_rgrad(W2, H2, labels, loss_fn, scale)
+    f2, rw2, rh2 = value_and_rgrad(W2, H2, labels, loss_fn, scale)
     return f2, (W2, H2, rw2, rh2)
 
 
@@ -144,7 +146,7 @@ def solve_oblique(
     H = F.normalize(torch.randn(n, d, generator=g, dtype=DTYPE), dim=1)
     recorder = Recorder(labels, k, every)
     tick = time.perf_counter()
-    f, rw, rh = _value_and_rgrad(W, H, labels, loss_fn, s)
+    f, rw, rh = value_and_rgrad(W, H, labels, loss_fn, s)
     t, done, status = lr, 0, "max_iter"
 
     def gnorm() -> float:
@@ -163,7 +165,7 @@ def solve_oblique(
             break
         if rule == "fixed":
             W, H = retract(W, -t * rw), retract(H, -t * ratio * rh)
-            f, rw, rh = _value_and_rgrad(W, H, labels, loss_fn, s)
+            f, rw, rh = value_and_rgrad(W, H, labels, loss_fn, s)
         else:
             sq = float(rw.pow(2).sum() + ratio * rh.pow(2).sum())
             trial = functools.partial(_trial_step, W, H, rw, ratio * rh, labels, loss_fn, s)

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from ncscope.losses import LossFn, resolve_loss
 from ncscope.ufm.linesearch import armijo_backtrack
-from ncscope.ufm.oblique import oblique_objective, retract, riemannian_grad
+from ncscope.ufm.oblique import oblique_objective, retract, value_and_rgrad
 from ncscope.ufm.problem import DTYPE, class_counts, loss_label, make_labels
 from ncscope.ufm.result import Recorder, UFMResult
 from ncscope.validation import check_int, check_real
@@ -63,14 +63,6 @@ def scale_schedule(scale: float | tuple[float, float], iterations: int) -> list[
     n = max(iterations, 1)
     return [s0 * (s1 / s0) ** (t / n) for t in range(iterations + 1)]
 
-
-def _value_and_rgrad(W: torch.Tensor, H: torch.Tensor, labels: torch.Tensor, loss_fn: LossFn,
-                     scale: float) -> tuple[float, torch.Tensor, torch.Tensor]:
-    W = W.detach().requires_grad_()
-    H = H.detach().requires_grad_()
-    f = oblique_objective(W, H, labels, loss_fn, scale)
-    gw, gh = torch.autograd.grad(f, (W, H))
-    return float(f.detach()), riemannian_grad(W.detach(), gw), riemannian_grad(H.detach(), gh)
 
 
 def _trial_step(W: torch.Tensor, H: torch.Tensor, rw: torch.Tensor, rh: torch.Tensor,
@@ -133,7 +125,7 @@ def spherical_ufm(
     recorder = Recorder(labels, k, every)
     tick = time.perf_counter()
     done, t, status = 0, lr, "max_iter"
-    f, rw, rh = _value_and_rgrad(W, H, labels, loss_fn, scales[0])
+    f, rw, rh = value_and_rgrad(W, H, labels, loss_fn, scales[0])
 
     def gnorm() -> float:
         return math.sqrt(float(rw.pow(2).sum() + rh.pow(2).sum()))
@@ -153,7 +145,7 @@ def spherical_ufm(
             if found is not None:
                 t, _, (W, H) = found
         done += 1  # the next scale: re-evaluate there
-        f, rw, rh = _value_and_rgrad(W, H, labels, loss_fn, scales[done])
+        f, rw, rh = value_and_rgrad(W, H, labels, loss_fn, scales[done])
         if not math.isfinite(f):
             status = "diverged"
             break
