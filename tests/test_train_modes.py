@@ -80,7 +80,8 @@ def _reference_attack(model: nn.Module, cfg: TrainConfig, epoch: int) -> PGD | T
         "fast": cfg.fast_attacks and cfg.effective_attack_mode == "eval",
     }
     if cfg.mode == "at":
-        return PGD(model, random_start=cfg.random_start, restarts=cfg.restarts, **common)
+        return PGD(model, random_start=cfg.random_start, restarts=cfg.restarts,
+                   paper_exact=cfg.paper_exact, **common)
     return TRADES(model, init_std=0.001 if cfg.random_start else 0.0, **common)
 
 
@@ -116,7 +117,7 @@ def reference_train(cfg: TrainConfig) -> nn.Module:
                 elif cfg.mode == "at":
                     x_adv = attack(x, y)
                     loss = loss_fn(model(x_adv), y)
-                    if cfg.clean_forward:
+                    if cfg.clean_forward and not cfg.paper_exact:
                         with torch.no_grad():
                             model(x)
                 else:
@@ -126,6 +127,9 @@ def reference_train(cfg: TrainConfig) -> nn.Module:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if cfg.mode == "at" and cfg.clean_forward and cfg.paper_exact:
+                    with torch.no_grad():  # the paper's code: the clean forward after the step
+                        model(x)
     finally:
         torch.set_num_threads(prev)
         torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
@@ -154,6 +158,7 @@ def _assert_same_state(a: nn.Module, b: nn.Module) -> None:
         {"mode": "at"},
         {"mode": "at", "clean_forward": False, "random_start": False},
         {"mode": "at", "attack_mode": "eval", "restarts": 2},
+        {"mode": "at", "paper_exact": True},
         {"mode": "trades"},
         {"mode": "trades", "bn_quirk": True},
         {"mode": "trades", "trades_beta": 1.0, "norm": "l2", "eps": 0.5},

@@ -36,6 +36,7 @@ features, plugs in with :func:`register_mode` and is selected with ``TrainConfig
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -175,12 +176,16 @@ class StepOutput:
         adv_logits: logits of the perturbed batch, if any (``run_adv_acc``).
         x_adv: the perturbed batch the loss saw, if any; spooled for the ``train_perturbed``
             NC when the mode has :attr:`TrainingMode.perturbs`.
+        after_update: called by the trainer right after the optimiser step (under the same
+            precision context); returns the clean logits for ``run_clean_acc`` (AT's logged
+            clean forward in the order of the paper's code, ``paper_exact=True``).
     """
 
     loss: Tensor
     clean_logits: Tensor | None = None
     adv_logits: Tensor | None = None
     x_adv: Tensor | None = None
+    after_update: Callable[[], Tensor] | None = None
 
 
 @dataclass
@@ -276,6 +281,12 @@ class StandardTraining(TrainingMode):
         return StepOutput(ctx.loss_fn(logits, y), clean_logits=logits)
 
 
+def _clean_logits(model: nn.Module, x: Tensor) -> Tensor:
+    """Logits of a no-gradient forward of the clean batch (in the model's current mode)."""
+    with torch.no_grad():
+        return logits_of(model(x))
+
+
 @register_mode("at", aliases=("pgd", "pgd_train", "adv"))
 class AdversarialTraining(TrainingMode):
     """PGD adversarial training (Madry et al. 2018) as in the code of Su et al. 2024: the
@@ -297,15 +308,19 @@ class AdversarialTraining(TrainingMode):
         )
 
     def step(self, ctx: StepContext, x: Tensor, y: Tensor) -> StepOutput:
-        """``loss(f(PGD(x)), y)``; then the optional clean forward (no gradient)."""
+        """``loss(f(PGD(x)), y)``; then the optional clean forward (no gradient): before the
+        optimiser step, or after it with ``paper_exact`` (the order of the paper's code, which
+        decides the weights the clean batch updates BatchNorm's running statistics with)."""
         x_adv = ctx.perturb(x, y)
         adv_logits = ctx.forward(x_adv)
         loss = ctx.loss_fn(adv_logits, y)
-        clean_logits = None
+        out = StepOutput(loss, adv_logits=adv_logits, x_adv=x_adv)
         if ctx.config.clean_forward:
-            with torch.no_grad():
-                clean_logits = logits_of(ctx.model(x))
-        return StepOutput(loss, clean_logits=clean_logits, adv_logits=adv_logits, x_adv=x_adv)
+            if ctx.config.paper_exact:
+                out.after_update = functools.partial(_clean_logits, ctx.model, x)
+            else:
+                out.clean_logits = _clean_logits(ctx.model, x)
+        return out
 
 
 @register_mode("trades", aliases=("pgd_train_trades",))

@@ -116,7 +116,10 @@ class TrainSettings:
         paper_exact: AT only. The training PGD also runs the reference code's final selection
             forward with one restart (``PGD(paper_exact=True)``): in train mode BatchNorm then
             sees ``steps + 1`` adversarial batches per attack, as in the paper's code
-            (default ``False``: ``steps``; the perturbation is the same).
+            (default ``False``: ``steps``; the perturbation is the same); and the logged clean
+            forward (``clean_forward``) runs after the optimiser step, as there (default:
+            before it; only BatchNorm's running statistics and the logged clean accuracy
+            differ).
         clean_forward: AT only. Run the paper's extra clean forward pass in train mode (no
             backward) after the adversarial one, for the logged clean training accuracy; as in
             the official code it also updates BN running statistics with clean batches.

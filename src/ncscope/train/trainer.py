@@ -387,6 +387,9 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             self.optimizer.step()
+            if out.after_update is not None:
+                with precision_context(cfg.precision, self.device):
+                    out.clean_logits = out.after_update()
             self.step += 1
             if spool is not None:
                 if out.x_adv is None:
