@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from ncscope.losses import LossFn, resolve_loss
 from ncscope.ufm.linesearch import armijo_backtrack
-from ncscope.ufm.problem import DTYPE, class_counts, loss_label, make_labels
+from ncscope.ufm.problem import class_counts, loss_label, make_labels, unit_point
 from ncscope.ufm.result import Recorder, UFMResult
 from ncscope.validation import check_choice, check_int, check_real
 
@@ -141,9 +141,7 @@ def solve_oblique(
     ratio = (n / k) if lr_features is None else (
         check_real(_OWNER, "lr_features", lr_features, 0.0, strict_low=True) / lr)
 
-    g = torch.Generator().manual_seed(seed)
-    W = F.normalize(torch.randn(k, d, generator=g, dtype=DTYPE), dim=1)
-    H = F.normalize(torch.randn(n, d, generator=g, dtype=DTYPE), dim=1)
+    W, H = unit_point(k, n, d, seed=seed)
     recorder = Recorder(labels, k, every)
     tick = time.perf_counter()
     f, rw, rh = value_and_rgrad(W, H, labels, loss_fn, s)

@@ -17,7 +17,8 @@ import torch
 
 from ncscope.validation import check_int, check_real, describe
 
-__all__ = ["class_counts", "init_point", "loss_label", "make_labels", "simplex_etf"]
+__all__ = ["class_counts", "init_point", "loss_label", "make_labels", "simplex_etf",
+           "unit_point"]
 
 DTYPE = torch.float64
 
@@ -51,6 +52,19 @@ def init_point(num_classes: int, num_samples: int, dim: int, *, seed: int = 0,
     w = std * torch.randn(num_classes, dim, generator=g, dtype=DTYPE)
     h = std * torch.randn(num_samples, dim, generator=g, dtype=DTYPE)
     return (w, h, torch.zeros(num_classes, dtype=DTYPE)) if bias else (w, h)
+
+
+def unit_point(num_classes: int, num_samples: int, dim: int, *, seed: int = 0,
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random start ``(W, H)`` on the sphere: Gaussian rows normalised to unit norm, drawn from a
+    ``torch.Generator`` seeded with ``seed`` (W first) — the start of the oblique and spherical
+    solvers, so the same ``seed`` gives every solver the same rows."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.nn.functional.normalize(torch.randn(num_classes, dim, generator=g, dtype=DTYPE),
+                                      dim=1)
+    h = torch.nn.functional.normalize(torch.randn(num_samples, dim, generator=g, dtype=DTYPE),
+                                      dim=1)
+    return w, h
 
 
 def simplex_etf(num_classes: int, dim: int, *, seed: int | None = None) -> torch.Tensor:

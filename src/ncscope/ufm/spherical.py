@@ -32,12 +32,11 @@ import time
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ncscope.losses import LossFn, resolve_loss
 from ncscope.ufm.linesearch import armijo_backtrack
 from ncscope.ufm.oblique import oblique_objective, retract, value_and_rgrad
-from ncscope.ufm.problem import DTYPE, class_counts, loss_label, make_labels
+from ncscope.ufm.problem import class_counts, loss_label, make_labels, unit_point
 from ncscope.ufm.result import Recorder, UFMResult
 from ncscope.validation import check_int, check_real
 
@@ -119,9 +118,7 @@ def spherical_ufm(
     ratio = (n / k) if lr_features is None else (
         check_real(_OWNER, "lr_features", lr_features, 0.0, strict_low=True) / lr)
 
-    g = torch.Generator().manual_seed(seed)
-    W = F.normalize(torch.randn(k, d, generator=g, dtype=DTYPE), dim=1)
-    H = F.normalize(torch.randn(n, d, generator=g, dtype=DTYPE), dim=1)
+    W, H = unit_point(k, n, d, seed=seed)
     recorder = Recorder(labels, k, every)
     tick = time.perf_counter()
     done, t, status = 0, lr, "max_iter"

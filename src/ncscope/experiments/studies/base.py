@@ -15,6 +15,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from ncscope.config import to_dict
 from ncscope.train import TrainSettings
@@ -183,6 +185,16 @@ def read_summary(folder: Path) -> dict[str, Any]:
     """The ``summary.json`` of a study folder (``{}`` when the run has not written it)."""
     path = folder / "summary.json"
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def start_run(cfg: Any, folder: Path, progress: bool) -> tuple[bool, bool]:
+    """The opening of every study's ``run``: create ``folder``, set ``cfg.threads`` torch
+    threads, and return ``(on, show)`` — progress messages wanted (``progress`` and
+    ``cfg.progress``), and bars possible (on, with stderr a terminal)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    on = progress and cfg.progress
+    return on, on and sys.stderr.isatty()
 
 
 def seed_training(cfg: Any, seed: int) -> Any:

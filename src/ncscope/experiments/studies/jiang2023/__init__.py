@@ -41,6 +41,7 @@ from ncscope.experiments.studies.base import (
     read_summary,
     register_study,
     seed_training,
+    start_run,
     write_summary,
 )
 from ncscope.experiments.studies.grid import GridRun, final_table, train_grid
@@ -127,10 +128,7 @@ def _features(model: torch.nn.Module, data: Any) -> pd.DataFrame:
 def run(cfg: Jiang2023Config, folder: Path, progress: bool = True) -> dict[str, Any]:
     """Spherical UFM and codes per size, the bottleneck nets, their PGD analysis."""
     t_start = time.perf_counter()
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(cfg.threads)
-    on = progress and cfg.progress
-    show = on and sys.stderr.isatty()
+    on, show = start_run(cfg, folder, progress)
     timings: dict[str, float] = {}
     seed = cfg.train.seed
 

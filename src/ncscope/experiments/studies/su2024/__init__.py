@@ -44,6 +44,7 @@ from ncscope.experiments.studies.base import (
     progress_mode,
     read_summary,
     register_study,
+    start_run,
     write_summary,
 )
 from ncscope.experiments.studies.su2024 import claims as su_claims
@@ -183,10 +184,7 @@ def _point_samples(data: Any, limit: int = 2000) -> tuple[torch.Tensor, torch.Te
 def run(cfg: Su2024Config, folder: Path, progress: bool = True) -> dict[str, Any]:
     """Train every run, analyse every model, write the study's tables into ``folder``."""
     t_start = time.perf_counter()
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(cfg.threads)
-    on = progress and cfg.progress
-    show = on and sys.stderr.isatty()
+    on, show = start_run(cfg, folder, progress)
 
     # 1. Train (several processes, each single-threaded); a rerun continues every run from
     # its newest checkpoint (a finished run only reloads its weights).

@@ -41,6 +41,7 @@ from ncscope.experiments.studies.base import (
     read_summary,
     register_study,
     seed_training,
+    start_run,
     write_summary,
 )
 from ncscope.experiments.studies.tran2021 import claims as t_claims
@@ -166,10 +167,7 @@ def _digits_models(cfg: Tran2021Config, folder: Path, progress: str, timings: di
 def run(cfg: Tran2021Config, folder: Path, progress: bool = True) -> dict[str, Any]:
     """Segmentation nets, the rF sweep, the nets' comparison and the collapse radii."""
     t_start = time.perf_counter()
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(cfg.threads)
-    on = progress and cfg.progress
-    show = on and sys.stderr.isatty()
+    on, show = start_run(cfg, folder, progress)
     timings: dict[str, float] = {}
     seed = cfg.train.seed
 

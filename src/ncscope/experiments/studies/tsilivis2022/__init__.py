@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 from ncscope.attacks import PGD
 from ncscope.data.config import DataConfig
@@ -42,6 +41,7 @@ from ncscope.experiments.studies.base import (
     read_summary,
     register_study,
     seed_training,
+    start_run,
     write_summary,
 )
 from ncscope.experiments.studies.grid import GridRun, train_grid
@@ -143,10 +143,7 @@ def _say(on: bool, text: str) -> None:
 def run(cfg: Tsilivis2022Config, folder: Path, progress: bool = True) -> dict[str, Any]:
     """Parts (a)–(e) of the module docstring, into ``folder``."""
     t_start = time.perf_counter()
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(cfg.threads)
-    on = progress and cfg.progress
-    show = on and sys.stderr.isatty()
+    on, show = start_run(cfg, folder, progress)
     timings: dict[str, float] = {}
     seed = cfg.train.seed
     train_set, test_set = cfg.data.load("train"), cfg.data.load("test")

@@ -33,8 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ncscope.data.config import DataConfig
 from ncscope.experiments.studies.base import (
     Claim,
@@ -43,6 +41,7 @@ from ncscope.experiments.studies.base import (
     progress_mode,
     read_summary,
     register_study,
+    start_run,
     write_summary,
 )
 from ncscope.experiments.studies.grid import GridRun, final_table, train_grid
@@ -164,10 +163,7 @@ QUICK = {"train.epochs": 3, "train.track_every": 2, "data.n_per_class": 30, "dat
 def run(cfg: Yaras2022Config, folder: Path, progress: bool = True) -> dict[str, Any]:
     """Parts (a)–(c); writes the study's tables into ``folder``."""
     t_start = time.perf_counter()
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(cfg.threads)
-    on = progress and cfg.progress
-    show = on and sys.stderr.isatty()
+    on, show = start_run(cfg, folder, progress)
     timings: dict[str, float] = {}
     u, r = cfg.ufm, cfg.rules
     common = dict(num_classes=u.num_classes, n_per_class=u.n_per_class, dim=u.dim, lr=u.lr,

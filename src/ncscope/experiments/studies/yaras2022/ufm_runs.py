@@ -28,7 +28,6 @@ from typing import Any
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from ncscope.losses import resolve_loss
 from ncscope.ufm import (
@@ -40,7 +39,7 @@ from ncscope.ufm import (
     solve_regularized,
 )
 from ncscope.ufm.linesearch import armijo_backtrack
-from ncscope.ufm.problem import DTYPE
+from ncscope.ufm.problem import unit_point
 from ncscope.ufm.result import Recorder
 from ncscope.validation import check_int, check_real
 
@@ -91,9 +90,7 @@ def solve_regularized_gd(num_classes: int, n_per_class: int, dim: int, *, lam: f
     labels = make_labels([n] * k)
     ratio = len(labels) / k
     loss_fn = resolve_loss("ce")
-    g = torch.Generator().manual_seed(seed)
-    W = F.normalize(torch.randn(k, d, generator=g, dtype=DTYPE), dim=1)
-    H = F.normalize(torch.randn(len(labels), d, generator=g, dtype=DTYPE), dim=1)
+    W, H = unit_point(k, len(labels), d, seed=seed)  # the oblique solver's start
 
     def value_grad(W: torch.Tensor, H: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
         W = W.detach().requires_grad_()

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 from ncscope.data.config import DataConfig
 from ncscope.experiments.studies.base import (
@@ -36,6 +35,7 @@ from ncscope.experiments.studies.base import (
     progress_mode,
     read_summary,
     register_study,
+    start_run,
     write_summary,
 )
 from ncscope.experiments.studies.grid import GridRun, final_table, train_grid
@@ -125,10 +125,7 @@ QUICK = {"train.epochs": 4, "train.track_every": 2, "ufm.max_iter": 200}
 def run(cfg: Zhou2022Config, folder: Path, progress: bool = True) -> dict[str, Any]:
     """Solve the UFM with every loss, train every (loss, mode) network, write the tables."""
     t_start = time.perf_counter()
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(cfg.threads)
-    on = progress and cfg.progress
-    show = on and sys.stderr.isatty()
+    on, show = start_run(cfg, folder, progress)
     timings: dict[str, float] = {}
 
     # (a) The UFM with every loss.
