@@ -1,16 +1,13 @@
 """Pass 2 of the NC protocol: features measured around a frozen :class:`Reference`.
 
 Every measured feature ``h`` with grouping label ``y`` gives ``z = h − μ_y`` (around the
-*reference* means). A :class:`Measurement` accumulates, in float64:
+*reference* means). A :class:`Measurement` accumulates, in float64 and without any d×d matrix:
 ``A = Σ (M̃ z)(M̃ z)ᵀ`` (K×K), per-class ``Σ‖z‖²``, per-class sums of ``z`` (the measured means),
 counts of nearest-class-mean (NCC) decisions against labels, predictions and targets, and,
 when logits are given, the network's cross-entropy. For the generalized-NC metrics it also
 accumulates ``Â = Σ (M̂̃ ẑ)(M̂̃ ẑ)ᵀ`` of the L2-normalised features, ``ẑ = h/‖h‖ − μ̂_y`` around
 the reference's normalised means: ``M̂̃`` rides in the same GEMM as ``M̃`` and ``W``, and
 ``M̂̃ ẑ = (M̂̃ z + M̂̃ μ_y)/‖h‖ − M̂̃ μ̂_y`` costs one norm per sample and two K×K lookups.
-No d×d matrix is formed while K_p ≤ d; with more present classes than dimensions the
-K×K scatters would cost N·K² per pass, so the d×d scatters ``Σ z zᵀ`` and ``Σ ẑ ẑᵀ`` are
-accumulated instead (N·d²) and folded in, ``A = M̃ (Σ z zᵀ) M̃ᵀ``, whenever ``A`` is read.
 Measurements add exactly (``merge``, ``all_reduce``). The metrics are functions of
 ``(reference, measurement)``: see :mod:`ncscope.collapse.registry`.
 """
@@ -54,46 +51,14 @@ class Measurement:
         self.reference = reference
         k, d, dev = reference.num_classes, reference.dim, reference.device
         kp = reference.num_present
-        self._proj_scatter = torch.zeros(kp, kp, dtype=torch.float64, device=dev)
+        self.proj_scatter = torch.zeros(kp, kp, dtype=torch.float64, device=dev)
         self.within_sq = torch.zeros(k, dtype=torch.float64, device=dev)
         self.meas_zsum = torch.zeros(k, d, dtype=torch.float64, device=dev)
         self.meas_count = torch.zeros(k, dtype=torch.int64, device=dev)
         self.ncc_counts = torch.zeros(len(COUNT_NAMES), dtype=torch.int64, device=dev)
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
-        self._unit_scatter = torch.zeros(kp, kp, dtype=torch.float64, device=dev)
+        self.unit_scatter = torch.zeros(kp, kp, dtype=torch.float64, device=dev)
         self._count_index: dict[tuple[int, ...], torch.Tensor] = {}
-        # More present classes than dimensions: accumulate the d×d scatters Σ z zᵀ and
-        # Σ ẑ ẑᵀ (N·d² per batch instead of N·K_p²) and fold them into the K_p×K_p ones,
-        # A = M̃ (Σ z zᵀ) M̃ᵀ, whenever those are read.
-        self._pending = False
-        self._zz = self._uzz = None
-        if kp > d:
-            self._zz = torch.zeros(d, d, dtype=torch.float64, device=dev)
-            if reference.unit_cross is not None:
-                self._uzz = torch.zeros(d, d, dtype=torch.float64, device=dev)
-
-    @property
-    def proj_scatter(self) -> torch.Tensor:
-        """(K_p, K_p) ``A = Σ (M̃ z)(M̃ z)ᵀ`` over the measured samples."""
-        self._flush()
-        return self._proj_scatter
-
-    @property
-    def unit_scatter(self) -> torch.Tensor:
-        """(K_p, K_p) ``Â = Σ (M̂̃ ẑ)(M̂̃ ẑ)ᵀ`` of the normalised features (zero without them)."""
-        self._flush()
-        return self._unit_scatter
-
-    def _flush(self) -> None:
-        if not self._pending:
-            return
-        ref = self.reference
-        for acc, zz, m in ((self._proj_scatter, self._zz, ref.centred),
-                           (self._unit_scatter, self._uzz, ref.unit_centred)):
-            if zz is not None:
-                acc.addmm_(m @ zz, m.T)
-                zz.zero_()
-        self._pending = False
 
     def count(self, name: str) -> int:
         """One of the :data:`COUNT_NAMES` counters as a Python int."""
@@ -156,57 +121,28 @@ class Measurement:
         # z = h - mu_y in float64, written over the gathered means.
         z = ref.means.index_select(0, yi)
         torch.sub(h64, z, out=z)
-        if self._zz is not None:
-            self._add_dense(h64, z, y, yi, pred, tgt)
-            return
         out = (ref.heads @ z.T).T
         proj = out[:, :kp]
-        # one gather of every per-class row the batch needs: [G | mu W^T | mu M^~^T | mu^ M^~^T]
+        # one gather of every per-class row the batch needs: [G | mu M^~^T | mu^ M^~^T | mu W^T]
         rows = ref.class_rows.index_select(0, yi)
         if ref.unit_cross is not None:  # M^~ (h/|h| - mu^_y) = (M^~ z + M^~ mu_y)/|h| - M^~ mu^_y
-            lo = kp + nw
-            uproj = out[:, lo:] + rows[:, lo:lo + kp]
-            uproj.mul_(unit_scale(h64)[:, None]).sub_(rows[:, lo + kp:])
-            self._unit_scatter.addmm_(uproj.T, uproj)
+            uproj = out[:, kp + nw:] + rows[:, kp:2 * kp]
+            uproj.mul_(unit_scale(h64)[:, None]).sub_(rows[:, 2 * kp:3 * kp])
+            self.unit_scatter.addmm_(uproj.T, uproj)
         if pred is None and ref.weight is not None:
-            pred = self._predict(out[:, kp:kp + nw], rows[:, kp:kp + nw])
-        self._proj_scatter.addmm_(proj.T, proj)
-        self._tail(z, y, rows[:, :kp], proj, pred, tgt)
-
-    def _add_dense(self, h64: torch.Tensor, z: torch.Tensor, y: torch.Tensor, yi: torch.Tensor,
-                   pred: torch.Tensor | None, tgt: torch.Tensor | None) -> None:
-        ref = self.reference
-        kp = ref.num_present
-        nw = 0 if ref.weight is None else ref.num_classes
-        out = (ref.heads[:kp + nw] @ z.T).T
-        proj = out[:, :kp]
-        rows = ref.class_rows[:, :kp + nw].index_select(0, yi)
-        self._zz.addmm_(z.T, z)  # type: ignore[union-attr]
-        if self._uzz is not None:  # ẑ = h/|h| - mu^_y
-            zhat = torch.mul(h64, unit_scale(h64)[:, None])
-            zhat.sub_(ref.unit_means.index_select(0, yi))  # type: ignore[union-attr]
-            self._uzz.addmm_(zhat.T, zhat)
-        self._pending = True
-        if pred is None and ref.weight is not None:
-            pred = self._predict(out[:, kp:], rows[:, kp:])
-        self._tail(z, y, rows[:, :kp], proj, pred, tgt)
-
-    def _predict(self, wz: torch.Tensor, mean_logits: torch.Tensor) -> torch.Tensor:
-        logits = wz + mean_logits  # W z + W mu_y + b
-        if self.reference.bias is not None:
-            logits = logits + self.reference.bias
-        return logits.argmax(dim=1)
-
-    def _tail(self, z: torch.Tensor, y: torch.Tensor, gram_y: torch.Tensor, proj: torch.Tensor,
-              pred: torch.Tensor | None, tgt: torch.Tensor | None) -> None:
-        ref = self.reference
+            lo = rows.shape[1] - nw
+            logits = out[:, kp:kp + nw] + rows[:, lo:]  # W z + W mu_y + b
+            if ref.bias is not None:
+                logits = logits + ref.bias
+            pred = logits.argmax(dim=1)
+        self.proj_scatter.addmm_(proj.T, proj)
         sq = torch.linalg.vector_norm(z, dim=1).square()  # fused; (z * z).sum is 2 passes
         self.within_sq.index_add_(0, y, sq)
         self.meas_zsum.index_add_(0, y, z)
         self.meas_count += torch.bincount(y, minlength=ref.num_classes)
         # NCC distances need only P = z M~^T and the Gram G:
         # ||h - mu_c||^2 = ||z||^2 + 2 P_y - 2 P_c + G_yy - 2 G_yc + G_cc.
-        score = torch.add(gram_y, proj).mul_(-2.0).add_(ref.gram.diagonal())
+        score = torch.add(rows[:, :kp], proj).mul_(-2.0).add_(ref.gram.diagonal())
         nearest = ref.present[score.argmin(dim=1)]
         self._count(nearest, y, pred, tgt)
 

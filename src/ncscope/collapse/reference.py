@@ -57,8 +57,8 @@ class Reference:
         weight / bias: classifier (K, d) / (K,) or ``None``; ``heads``: ``M̃`` stacked over
             ``W`` and ``M̂̃`` (one GEMM per batch gives every projection); ``mean_logits``:
             ``μ_c Wᵀ``; ``class_rows``: (K_p, ·) every per-class row pass 2 looks up for a
-            sample, side by side (one gather per batch): ``[G | mean_logits | unit_cross |
-            unit_self]``, the classifier and unit blocks when present.
+            sample, side by side (one gather per batch): ``[G | unit_cross | unit_self |
+            mean_logits]``, the unit and classifier blocks when present.
         unit_sums: (K, d) sums of the normalised features; unit_means / unit_mu_g /
             unit_centred (``M̂̃``) / unit_evals / unit_evecs / unit_rank: their class means,
             global mean, centred means and Gram eigenpairs and kept rank (``None`` when the
@@ -272,9 +272,11 @@ class ClassMeanSums:
                         unit_rank=u_rank, unit_cross=means @ u_centred.T,
                         unit_self=u_means @ u_centred.T)
         mean_logits = None if w is None else means @ w.T
-        rows = [gram] if mean_logits is None else [gram, mean_logits]
+        rows = [gram]
         if unit:
             rows += [unit["unit_cross"], unit["unit_self"]]
+        if mean_logits is not None:
+            rows.append(mean_logits)
         return Reference(
             num_classes=self.num_classes, dim=int(self.dim), global_mean=global_mean,  # type: ignore[arg-type]
             rank_rtol=float(rank_rtol), sums=self.sums.clone(), counts=self.counts.clone(),

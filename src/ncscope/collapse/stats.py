@@ -7,8 +7,7 @@
    frozen :class:`~ncscope.collapse.reference.Reference` (class means, global mean, centred
    means ``M̃`` and their K×K Gram).
 2. **measured** pass (:meth:`NCStats.update_measured`): a :class:`~ncscope.collapse.measure.
-   Measurement` accumulates the features around the reference means (no d×d matrix while
-   K ≤ d; with more classes than dimensions its d×d scatters are the smaller ones).
+   Measurement` accumulates the features around the reference means (no d×d matrix).
 
 NC1 follows exactly from the K×K Gram ``G = M̃ M̃ᵀ = V Λ Vᵀ``:
 ``Tr(Σ_W Σ_B⁺) = K · Σ_i (v_iᵀ A v_i / N) / λ_i²`` over the kept eigenpairs, which equals the
